@@ -1,0 +1,211 @@
+"""Training a PlainUSR/LIA network from high-resolution photos (CPU by default)."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .bicubic import matlab_downscale_uint8
+from .errors import LiaError
+from .metrics import psnr_y
+from .nn import VARIANTS, PlainUSR
+
+__all__ = ["TrainConfig", "TrainStatus", "train", "load_pairs", "benchmark_pairs"]
+
+IMAGE_SUFFIXES = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The whole recipe; together with the data it fixes the result (seeded)."""
+
+    variant: str = "U"
+    scale: int = 4
+    iterations: int = 20000
+    batch: int = 16
+    patch: int = 40  # LR patch edge; the HR patch is patch * scale
+    lr: float = 2e-3
+    min_lr: float = 1e-5
+    warmup: int = 300
+    seed: int = 0
+    checkpoint_every: int = 250
+    eval_every: int = 1000
+
+
+@dataclass(frozen=True)
+class TrainStatus:
+    """What the progress callback receives after each iteration."""
+
+    iteration: int
+    total: int
+    loss: float
+    lr: float
+    psnr: float | None  # Set5 PSNR-Y when evaluated at this iteration
+
+
+def _load_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def load_pairs(dirs: Sequence[Path], scale: int, min_hr: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """HR images from ``dirs`` cropped to a multiple of ``scale``, each with its MATLAB-bicubic LR.
+
+    Images whose shorter side is below ``min_hr`` are left out (they cannot hold a patch).
+    """
+    pairs = []
+    for d in dirs:
+        for path in sorted(Path(d).rglob("*")):
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            hr = _load_rgb(path)
+            h, w = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
+            if min(h, w) < min_hr:
+                continue
+            hr = np.ascontiguousarray(hr[:h, :w])
+            pairs.append((hr, matlab_downscale_uint8(hr, scale)))
+    if not pairs:
+        raise LiaError(f"no training images of at least {min_hr}px in {', '.join(map(str, dirs))}")
+    return pairs
+
+
+def benchmark_pairs(folder: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The ``*_HR.png`` / ``*_LR.png`` pairs of a benchmark folder as (hr, lr) arrays."""
+    out = []
+    for lr_path in sorted(Path(folder).glob("*_LR.png")):
+        out.append((_load_rgb(lr_path.with_name(lr_path.name.replace("_LR", "_HR"))), _load_rgb(lr_path)))
+    return out
+
+
+def init_identity(model: PlainUSR) -> None:
+    """Start as nearest-neighbour upscaling: head copies RGB into its last three channels, tail reads them."""
+    n = model.config.features
+    s2 = model.scale**2
+    with torch.no_grad():
+        head = model.head
+        head.weight[n:] = 0
+        head.bias[n:] = 0
+        for c in range(3):
+            head.weight[n + c, c, 1, 1] = 1.0
+        tail = model.tail[0]
+        tail.weight[:, n:] = 0
+        tail.bias.zero_()
+        for c in range(3):
+            tail.weight[c * s2 : (c + 1) * s2, n + c, 1, 1] = 1.0
+
+
+def _sample_batch(pairs, areas, cfg: TrainConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    s, p = cfg.scale, cfg.patch
+    picks = torch.multinomial(areas, cfg.batch, replacement=True, generator=gen).tolist()
+    lrs, hrs = [], []
+    for i in picks:
+        hr, lr = pairs[i]
+        y = int(torch.randint(0, lr.shape[0] - p + 1, (1,), generator=gen))
+        x = int(torch.randint(0, lr.shape[1] - p + 1, (1,), generator=gen))
+        lrs.append(lr[y : y + p, x : x + p])
+        hrs.append(hr[y * s : (y + p) * s, x * s : (x + p) * s])
+    lr_t = torch.from_numpy(np.stack(lrs)).permute(0, 3, 1, 2).float().div_(255)
+    hr_t = torch.from_numpy(np.stack(hrs)).permute(0, 3, 1, 2).float().div_(255)
+    flips = torch.randint(0, 2, (3,), generator=gen).tolist()
+    if flips[0]:
+        lr_t, hr_t = lr_t.flip(3), hr_t.flip(3)
+    if flips[1]:
+        lr_t, hr_t = lr_t.flip(2), hr_t.flip(2)
+    if flips[2]:
+        lr_t, hr_t = lr_t.transpose(2, 3), hr_t.transpose(2, 3)
+    return lr_t.contiguous(), hr_t.contiguous()
+
+
+def _lr_at(cfg: TrainConfig, it: int) -> float:
+    if it < cfg.warmup:
+        return cfg.lr * (it + 1) / cfg.warmup
+    t = (it - cfg.warmup) / max(1, cfg.iterations - cfg.warmup)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
+
+
+@torch.no_grad()
+def evaluate_psnr(model: PlainUSR, pairs, device: torch.device) -> float:
+    """Mean PSNR-Y (border = scale) of whole-image float32 inference over (hr, lr) pairs."""
+    model.eval()
+    scores = []
+    for hr, lr in pairs:
+        x = torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255).to(device)
+        sr = model(x).clamp(0, 1).mul(255).round().byte()[0].permute(1, 2, 0).cpu().numpy()
+        scores.append(psnr_y(sr, hr, model.scale))
+    model.train()
+    return float(np.mean(scores))
+
+
+def train(
+    data_dirs: Sequence[Path],
+    checkpoint: Path,
+    cfg: TrainConfig,
+    *,
+    eval_dir: Path | None = None,
+    device: str = "cpu",
+    on_status: Callable[[TrainStatus], None] | None = None,
+) -> PlainUSR:
+    """Train (or resume from ``checkpoint``) and return the trained deploy network.
+
+    L1 loss, Adam with linear warm-up and cosine decay, random crops with flips and
+    transposes, LR made by MATLAB-style bicubic downscaling and rounded to 8 bits. The
+    checkpoint (model, optimiser, RNG, iteration) is rewritten atomically every
+    ``cfg.checkpoint_every`` iterations, so a killed run resumes where it stopped.
+    """
+    dev = torch.device(device)
+    model = PlainUSR(VARIANTS[cfg.variant].with_scale(cfg.scale))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = PlainUSR(VARIANTS[cfg.variant].with_scale(cfg.scale))
+    init_identity(model)
+    model.to(dev).train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    start = 0
+    if checkpoint.exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if state["config"] != asdict(cfg):
+            raise LiaError(f"{checkpoint} was made with another recipe: {state['config']}")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optim"])
+        gen.set_state(state["generator"])
+        start = state["iteration"]
+    pairs = load_pairs(data_dirs, cfg.scale, cfg.patch * cfg.scale)
+    areas = torch.tensor([float(lr.shape[0] * lr.shape[1]) for _, lr in pairs], dtype=torch.float64)
+    bench = benchmark_pairs(eval_dir) if eval_dir else []
+
+    def save(it: int) -> None:
+        tmp = checkpoint.with_name(checkpoint.name + ".tmp")
+        torch.save(
+            {"model": model.state_dict(), "optim": opt.state_dict(), "generator": gen.get_state(),
+             "iteration": it, "config": asdict(cfg)},
+            tmp,
+        )
+        os.replace(tmp, checkpoint)
+
+    for it in range(start, cfg.iterations):
+        lr_now = _lr_at(cfg, it)
+        for g in opt.param_groups:
+            g["lr"] = lr_now
+        lr_t, hr_t = _sample_batch(pairs, areas, cfg, gen)
+        loss = F.l1_loss(model(lr_t.to(dev)), hr_t.to(dev))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        done = it + 1
+        if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
+            save(done)
+        psnr = None
+        if bench and (done % cfg.eval_every == 0 or done == cfg.iterations):
+            psnr = evaluate_psnr(model, bench, dev)
+        if on_status:
+            on_status(TrainStatus(done, cfg.iterations, float(loss.detach()), lr_now, psnr))
+    model.eval()
+    return model
