@@ -1,0 +1,58 @@
+"""Weight files -> a ready model: variant detection, strict loading, safetensors, registry."""
+
+from __future__ import annotations
+
+from .detect import check_shapes, describe_config, detect_config, expected_shapes, load_state
+from .loader import Model, load_model
+from .registry import (
+    CARDS,
+    ModelCard,
+    ProgressCallback,
+    card_for_file,
+    default_model_name,
+    embedded_weights_dir,
+    get_card,
+    install,
+    list_models,
+    resolve,
+    user_weights_dir,
+)
+from .weightfile import (
+    FORMAT,
+    FORMAT_VERSION,
+    WeightHeader,
+    convert,
+    read_header,
+    read_pth,
+    read_safetensors,
+    save_weights,
+)
+
+__all__ = [
+    "check_shapes",
+    "describe_config",
+    "detect_config",
+    "expected_shapes",
+    "load_state",
+    "Model",
+    "load_model",
+    "CARDS",
+    "ModelCard",
+    "ProgressCallback",
+    "card_for_file",
+    "default_model_name",
+    "embedded_weights_dir",
+    "get_card",
+    "install",
+    "list_models",
+    "resolve",
+    "user_weights_dir",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "WeightHeader",
+    "convert",
+    "read_header",
+    "read_pth",
+    "read_safetensors",
+    "save_weights",
+]

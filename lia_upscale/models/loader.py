@@ -1,0 +1,95 @@
+"""A weight file or model name -> a ready PlainUSR module on the CPU."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import WeightsError
+from ..nn import PlainUSR, PlainUSRConfig
+from .detect import detect_config, load_state
+from .registry import CARDS, resolve
+from .weightfile import read_pth, read_safetensors
+
+__all__ = ["Model", "load_model"]
+
+_PTH_SUFFIXES = {".pth", ".pt", ".ckpt", ".bin"}
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A loaded network and what it is.
+
+    ``module``: the PlainUSR in eval mode, float32, on the CPU (move it as needed).
+    ``source``: the model name or the path it was loaded from, as given.
+    ``path``: the weight file actually read.
+    """
+
+    module: PlainUSR
+    variant: str
+    scale: int
+    source: str
+    path: Path
+
+    @property
+    def config(self) -> PlainUSRConfig:
+        """The network's hyperparameters."""
+        return self.module.config
+
+
+def _is_torch_checkpoint(path: Path) -> bool:
+    """Sniff a file by content: a torch.save zip or raw pickle, rather than safetensors."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(9)
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read ({e.strerror or e})") from None
+    if len(magic) == 9 and magic[8:] == b"{":
+        return False  # a safetensors JSON header after the 8-byte length
+    return magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"
+
+
+def _read(path: Path) -> tuple[PlainUSRConfig, str, dict[str, torch.Tensor]]:
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors" or (suffix not in _PTH_SUFFIXES and not _is_torch_checkpoint(path)):
+        header, state = read_safetensors(path)
+        return header.config, header.variant, state
+    state = read_pth(path)
+    try:
+        config, variant = detect_config({k: tuple(v.shape) for k, v in state.items()})
+    except WeightsError as e:
+        raise WeightsError(f"{path}: {e}") from None
+    return config, variant, state
+
+
+def load_model(path_or_name: str | os.PathLike[str]) -> Model:
+    """Load a model by registry name (``"lia-u-x4"``, ``"plainusr-m-x2"``) or weight file.
+
+    A ``.safetensors`` file has its header validated before any tensor is read; a
+    ``.pth`` is read with ``weights_only=True``. The variant and scale are detected from
+    the tensor shapes and the weights are loaded strictly. Raises WeightsError.
+    """
+    source = os.fspath(path_or_name)
+    if isinstance(path_or_name, str) and source in CARDS:
+        path = resolve(source)
+        card = CARDS[source]
+    else:
+        path = Path(source).expanduser()
+        card = None
+        if not path.is_file():
+            if isinstance(path_or_name, str) and len(path.parts) == 1 and not path.suffix:
+                resolve(source)  # an unknown name: raises listing the known ones
+            raise WeightsError(f"{source}: no such weight file")
+    config, variant, state = _read(path)
+    if card is not None and (variant, config.scale) != (card.variant, card.scale):
+        raise WeightsError(
+            f"{path}: holds variant {variant} x{config.scale} but model {card.name} "
+            f"is {card.variant} x{card.scale}"
+        )
+    module = PlainUSR(config)
+    load_state(module, state)
+    module.float().eval()
+    return Model(module, variant, config.scale, source, path)
