@@ -183,8 +183,8 @@ class Picture:
         real dtype, values in [0, 1]; both are converted to float32. Sizes may differ
         from the original; DPI is scaled by ``encode(..., dpi_scale=...)``, not here.
         """
-        rgb = np.asarray(rgb, dtype=np.float32)
-        alpha = None if alpha is None else np.asarray(alpha, dtype=np.float32)
+        rgb = np.ascontiguousarray(rgb, dtype=np.float32)
+        alpha = None if alpha is None else np.ascontiguousarray(alpha, dtype=np.float32)
         return dataclasses.replace(self, rgb=rgb, alpha=alpha)
 
 

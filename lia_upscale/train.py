@@ -161,7 +161,6 @@ def train(
     ``cfg.checkpoint_every`` iterations, so a killed run resumes where it stopped.
     """
     dev = torch.device(device)
-    model = PlainUSR(VARIANTS[cfg.variant].with_scale(cfg.scale))
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     model = PlainUSR(VARIANTS[cfg.variant].with_scale(cfg.scale))

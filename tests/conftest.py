@@ -28,3 +28,30 @@ def need(path: Path) -> Path:
 def official_files() -> list[str]:
     """Names of the twelve official checkpoints (from the README's naming, not the disk)."""
     return [f"PlainUSR{v}_Rep_x{s}.pth" for v in ("U", "T", "S", "M", "", "L") for s in (2, 4)]
+
+
+def nearest_model(scale: int):
+    """A U-variant network that is exactly nearest-neighbour upscaling (head copies RGB into
+    the identity channels, the tail reads only those), so outputs are known to the pixel."""
+    from lia_upscale.nn import VARIANTS, PlainUSR
+    from lia_upscale.train import init_identity
+
+    torch.manual_seed(0)
+    model = PlainUSR(VARIANTS["U"].with_scale(scale))
+    init_identity(model)
+    with torch.no_grad():
+        model.tail[0].weight[:, : model.config.features] = 0
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def nearest_weights(tmp_path_factory) -> dict[int, Path]:
+    """Safetensors files of :func:`nearest_model` at x2 and x4."""
+    from lia_upscale.models import save_weights
+
+    folder = tmp_path_factory.mktemp("weights")
+    out = {}
+    for scale in (2, 4):
+        out[scale] = folder / f"nearest-x{scale}.safetensors"
+        save_weights(out[scale], nearest_model(scale), variant="U", scale=scale)
+    return out

@@ -1,0 +1,178 @@
+"""The Python API: the one place that composes models, device, tiling and image I/O."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import imageio, models
+from .device import choose_device, choose_dtype
+from .engine import Engine
+from .errors import LiaError, OutputError
+
+__all__ = ["Upscaler", "resolve_model_source", "output_size", "atomic_write"]
+
+
+def resolve_model_source(weights: str | Path | None, model: str | None, scale: int | None) -> str | Path:
+    """``weights`` file > ``model`` name > the embedded default for ``scale`` (4 if not given)."""
+    if weights is not None:
+        return Path(weights)
+    if model is not None:
+        return model
+    return models.default_model_name(scale or 4)
+
+
+def output_size(height: int, width: int, factor: float) -> tuple[int, int]:
+    """Exact output size for ``--outscale``: each edge times ``factor``, rounded half up, at least 1."""
+    return max(1, math.floor(height * factor + 0.5)), max(1, math.floor(width * factor + 0.5))
+
+
+def _resample(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """High-quality resample of a (C, H, W) float tensor: antialiased bicubic."""
+    if tuple(image.shape[-2:]) == size:
+        return image
+    return F.interpolate(image[None], size=size, mode="bicubic", align_corners=False, antialias=True)[0]
+
+
+def atomic_write(dst: Path, write: Callable[[object], None]) -> None:
+    """Write ``dst`` through a temporary file in its folder, renamed into place when complete.
+
+    A failure or interrupt at any point removes the temporary file; ``dst`` is either the
+    old file, absent, or the complete new one.
+    """
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fp:
+            write(fp)
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+class Upscaler:
+    """Upscale images with a PlainUSR/LIA model.
+
+    Model choice: ``weights`` (a .safetensors or .pth file) > ``model`` (a registry name,
+    see ``lia-upscale models``) > the embedded default for ``scale`` (default 4).
+    ``device``: auto|cpu|cuda|cuda:N; ``precision``: auto|fp32|fp16|bf16 (auto: float16
+    on CUDA, float32 on the CPU); ``tile``: tile edge in input pixels (None: the
+    measured default, 0: whole image). ``on_warning`` receives one-line notices (e.g. a
+    float32 fallback) instead of anything being printed.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        weights: str | Path | None = None,
+        *,
+        scale: int | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        tile: int | None = None,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> None:
+        self.model = models.load_model(resolve_model_source(weights, model, scale))
+        if scale is not None and scale != self.model.scale:
+            raise LiaError(f"{self.model.source} is a x{self.model.scale} model, but x{scale} was asked for")
+        dev = choose_device(device)
+        self.engine = Engine(self.model.module, dev, choose_dtype(precision, dev), tile, on_fallback=on_warning)
+
+    @property
+    def scale(self) -> int:
+        """The model's upscaling factor."""
+        return self.model.scale
+
+    def upscale_tensor(
+        self, rgb: np.ndarray | torch.Tensor, on_tile: Callable[[int, int], None] | None = None
+    ) -> torch.Tensor:
+        """(H, W, 3) array or (3, H, W) tensor in [0, 1] -> (3, sH, sW) float32 tensor in [0, 1]."""
+        return self.engine.run(rgb, on_tile).clamp_(0, 1)
+
+    def upscale_picture(
+        self,
+        picture: imageio.Picture,
+        outscale: float | None = None,
+        on_tile: Callable[[int, int], None] | None = None,
+    ) -> imageio.Picture:
+        """Upscale a decoded picture, alpha included, optionally resampled to ``outscale``.
+
+        Alpha goes through the network too (as a gray image, channel mean), so its edges
+        are as sharp as the colour's; a uniform alpha is simply extended.
+        """
+        h, w = picture.rgb.shape[:2]
+        target = output_size(h, w, outscale) if outscale else (h * self.scale, w * self.scale)
+        rgb = _resample(self.upscale_tensor(picture.rgb, on_tile), target)
+        alpha = None
+        if picture.alpha is not None:
+            a = picture.alpha
+            if float(a.min()) == float(a.max()):
+                alpha = np.full(target, float(a.min()), dtype=np.float32)
+            else:
+                gray = np.repeat(a[:, :, None], 3, axis=2)
+                up = self.upscale_tensor(gray, on_tile).mean(0, keepdim=True)
+                alpha = _resample(up, target)[0].clamp_(0, 1).numpy()
+        return picture.with_pixels(rgb.clamp_(0, 1).permute(1, 2, 0).numpy(), alpha)
+
+    def upscale(self, image: Image.Image, outscale: float | None = None) -> Image.Image:
+        """Upscale a PIL image; the result has the matching mode (gray stays gray, alpha kept).
+
+        The image goes through the same decoder as files (via an uncompressed in-memory
+        PNG), so modes, transparency and ICC are handled exactly as for files.
+        """
+        buf = io.BytesIO()
+        image = image.convert("RGB") if image.mode == "CMYK" else image
+        image.save(buf, format="PNG", compress_level=0)
+        result = self.upscale_picture(imageio.decode(buf.getvalue()), outscale)
+        out = io.BytesIO()
+        imageio.encode(result, out, "PNG", dpi_scale=result.height / image.height)
+        out.seek(0)
+        with Image.open(out) as im:
+            im.load()
+            return im
+
+    def upscale_file(
+        self,
+        src: str | Path,
+        dst: str | Path,
+        *,
+        fmt: str | None = None,
+        quality: int | None = None,
+        outscale: float | None = None,
+        on_tile: Callable[[int, int], None] | None = None,
+    ) -> Path:
+        """Decode ``src``, upscale, and write ``dst`` atomically (format from ``fmt`` or ``dst``'s suffix)."""
+        dst = Path(dst)
+        picture = imageio.decode(Path(src))
+        result = self.upscale_picture(picture, outscale, on_tile)
+        save(result, dst, fmt, quality, dpi_scale=result.height / picture.height)
+        return dst
+
+
+def save(
+    picture: imageio.Picture, dst: Path, fmt: str | None, quality: int | None, *, dpi_scale: float = 1.0
+) -> None:
+    """Encode ``picture`` to ``dst`` atomically; disk and permission problems become OutputError.
+
+    ``dpi_scale`` multiplies the DPI (pass the upscale factor: the print size stays).
+    """
+    fmt = fmt or imageio.format_for_suffix(dst)
+    try:
+        atomic_write(dst, lambda fp: imageio.encode(picture, fp, fmt, quality=quality, dpi_scale=dpi_scale))
+    except OSError as exc:
+        raise OutputError(f"cannot write {dst}: {exc.strerror or exc}") from None

@@ -1,0 +1,358 @@
+"""The command line: click commands and the rich display; the work happens in the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from . import __version__
+from .errors import LiaError
+
+FORMATS = ["same", "png", "jpg", "webp", "tiff"]
+
+
+class _DefaultGroup(click.Group):
+    """A group whose unknown first word means the default command, ``upscale``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = ["upscale", *args]
+        elif not args:
+            args = ["--help"]
+        return super().parse_args(ctx, args)
+
+
+def _console(quiet: bool = False) -> Console:
+    return Console(stderr=True, quiet=quiet, highlight=False)
+
+
+def _fail_usage(message: str) -> None:
+    _console().print(f"[bold red]error:[/] {message}")
+    sys.exit(2)
+
+
+@click.group(cls=_DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lia-upscale")
+def main() -> None:
+    """Upscale photos with PlainUSR/LIA.  lia-upscale INPUT... OUTPUT [--scale 2|4]
+
+    Other commands: eval, models, weights, convert, train, bench.
+    """
+
+
+def _model_options(f):
+    f = click.option("--weights", type=click.Path(dir_okay=False), help="A .safetensors or .pth weight file.")(f)
+    f = click.option("--model", "model_name", help="A model name from `lia-upscale models`.")(f)
+    return f
+
+
+def _engine_options(f):
+    f = click.option("--tile", type=click.IntRange(min=0), default=None,
+                     help="Tile edge in input pixels (0: whole image; default: measured, see README).")(f)
+    f = click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
+                     show_default=True, help="auto: fp16 on CUDA, fp32 on the CPU.")(f)
+    f = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")(f)
+    return f
+
+
+def _make_upscaler(console: Console, **kwargs):
+    from .api import Upscaler
+
+    try:
+        return Upscaler(on_warning=lambda msg: console.log(f"[yellow]warning:[/] {msg}"), **kwargs)
+    except LiaError as exc:
+        _fail_usage(str(exc))
+
+
+class _MegapixelRate(ProgressColumn):
+    """Input megapixels per second over the batch."""
+
+    def render(self, task) -> Text:
+        mp = task.fields.get("mp", 0.0)
+        rate = mp / task.elapsed if task.elapsed else 0.0
+        return Text(f"{rate:.2f} MP/s", style="cyan")
+
+
+@main.command("upscale")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--scale", type=click.Choice(["2", "4"]), default=None, help="Model scale (default 4, or the model's).")
+@_model_options
+@click.option("--outscale", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Any final factor: the model's scale, then an antialiased bicubic resample to round(size * F).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="same", show_default=True)
+@click.option("--quality", type=click.IntRange(1, 100), default=None, help="JPEG/WebP quality (default 95).")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them).")
+@click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
+@_engine_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display or summary.")
+def upscale_cmd(paths, scale, weights, model_name, outscale, fmt, quality, overwrite, no_recursive,
+                tile, precision, device, as_json, quiet) -> None:
+    """Upscale INPUT... (files, folders, globs, or - for stdin) into OUTPUT (folder, file, or -)."""
+    from .batch import UsageError, plan_jobs
+
+    if len(paths) < 2:
+        raise click.UsageError("give at least one INPUT and the OUTPUT")
+    *inputs, output = paths
+    console = _console(quiet)
+    if "-" in inputs or output == "-":
+        _stream(inputs, output, fmt, quality, outscale, console,
+                dict(model=model_name, weights=weights, scale=int(scale) if scale else None,
+                     device=device, precision=precision, tile=tile))
+        return
+    try:
+        jobs = plan_jobs(inputs, output, fmt=fmt, recursive=not no_recursive)
+    except UsageError as exc:
+        _fail_usage(str(exc))
+    upscaler = _make_upscaler(console, model=model_name, weights=weights, scale=int(scale) if scale else None,
+                              device=device, precision=precision, tile=tile)
+    sys.exit(_run_batch(jobs, upscaler, console, overwrite, quality, outscale, as_json, quiet))
+
+
+def _stream(inputs, output, fmt, quality, outscale, console, upscaler_args) -> None:
+    from . import imageio
+    from .api import save
+
+    if len(inputs) != 1:
+        _fail_usage("streaming with - takes exactly one INPUT and one OUTPUT")
+    upscaler = _make_upscaler(console, **upscaler_args)
+    try:
+        src = sys.stdin.buffer.read() if inputs[0] == "-" else Path(inputs[0])
+        picture = imageio.decode(src)
+        result = upscaler.upscale_picture(picture, outscale)
+        if output == "-":
+            name = picture.format if fmt == "same" else imageio.format_for_suffix(Path(f"x.{fmt}"))
+            imageio.encode(result, sys.stdout.buffer, name, quality=quality,
+                           dpi_scale=result.height / picture.height)
+            sys.stdout.buffer.flush()
+        else:
+            name = imageio.format_for_suffix(Path(output)) if fmt == "same" else imageio.format_for_suffix(Path(f"x.{fmt}"))
+            save(result, Path(output), name, quality, dpi_scale=result.height / picture.height)
+    except LiaError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(1)
+
+
+def _run_batch(jobs, upscaler, console: Console, overwrite, quality, outscale, as_json, quiet) -> int:
+    from .batch import BatchEvents, run_jobs
+
+    live = console.is_terminal and not quiet
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        _MegapixelRate(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not live,
+        transient=False,
+    )
+    files = progress.add_task("files", total=len(jobs), mp=0.0)
+    tiles = progress.add_task("tiles", total=1, visible=False)
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+
+    def on_start(job, pixels):
+        progress.update(tiles, description=f"  {job.src.name}", completed=0, total=1, visible=True)
+        progress.update(files, mp=progress.tasks[files].fields["mp"] + pixels / 1e6)
+
+    def on_tile(done, total):
+        progress.update(tiles, completed=done, total=total)
+
+    def on_outcome(outcome):
+        counts[outcome.status] += 1
+        progress.advance(files)
+        if outcome.status == "failed":
+            console.log(f"[red]failed[/] {outcome.job.src}: {outcome.error}") if live else \
+                _console().print(f"failed {outcome.job.src}: {outcome.error}", markup=False)
+        if as_json:
+            print(json.dumps(outcome.as_json()), flush=True)
+
+    started = time.perf_counter()
+    interrupted = False
+    with progress:
+        try:
+            run_jobs(jobs, upscaler, overwrite=overwrite, quality=quality, outscale=outscale,
+                     events=BatchEvents(on_start, on_tile, on_outcome))
+        except KeyboardInterrupt:
+            interrupted = True
+        progress.update(tiles, visible=False)
+    if not quiet:
+        table = Table(title="interrupted" if interrupted else "summary", title_justify="left")
+        for col in ("done", "skipped", "failed", "not run", "time"):
+            table.add_column(col, justify="right")
+        rest = len(jobs) - sum(counts.values())
+        table.add_row(str(counts["done"]), str(counts["skipped"]), str(counts["failed"]), str(rest),
+                      f"{time.perf_counter() - started:.1f}s")
+        console.print(table)
+    if interrupted:
+        return 130
+    return 1 if counts["failed"] else 0
+
+
+@main.command("eval")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@_model_options
+@_engine_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def eval_cmd(folder, weights, model_name, tile, precision, device, as_json) -> None:
+    """PSNR-Y / SSIM-Y over the *_LR.png / *_HR.png pairs in FOLDER (BasicSR protocol)."""
+    from .evaluate import evaluate, find_pairs, pair_scale
+
+    console = _console()
+    try:
+        pairs = find_pairs(Path(folder))
+        scale = pair_scale(pairs)
+    except LiaError as exc:
+        _fail_usage(str(exc))
+    upscaler = _make_upscaler(console, model=model_name, weights=weights,
+                              scale=None if (weights or model_name) else scale,
+                              device=device, precision=precision, tile=tile)
+    if upscaler.scale != scale:
+        _fail_usage(f"the pairs in {folder} are x{scale} but the model is x{upscaler.scale}")
+    try:
+        result = evaluate(pairs, lambda rgb: upscaler.upscale_tensor(rgb).permute(1, 2, 0).numpy(), scale)
+    except LiaError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(1)
+    if as_json:
+        out = result.as_json()
+        out["model"] = str(upscaler.model.source)
+        out["variant"] = upscaler.model.variant
+        print(json.dumps(out))
+        return
+    table = Table(title=f"{folder}  ({upscaler.model.source}, x{scale})", title_justify="left")
+    table.add_column("image")
+    table.add_column("PSNR-Y", justify="right")
+    table.add_column("SSIM-Y", justify="right")
+    for name, p, s in result.per_image:
+        table.add_row(name, f"{p:.3f}", f"{s:.4f}")
+    table.add_row("[bold]mean", f"[bold]{result.psnr_y:.3f}", f"[bold]{result.ssim_y:.4f}")
+    Console().print(table)
+
+
+@main.command("convert")
+@click.argument("src", type=click.Path(exists=True, dir_okay=False))
+@click.argument("dst", type=click.Path(dir_okay=False))
+def convert_cmd(src, dst) -> None:
+    """Convert an official PlainUSR .pth checkpoint into our validated .safetensors."""
+    from . import models
+
+    try:
+        info = models.convert(Path(src), Path(dst))
+    except LiaError as exc:
+        _fail_usage(str(exc))
+    _console().print(f"wrote {dst}: {info}")
+
+
+@main.command("models")
+def models_cmd() -> None:
+    """List the models lia-upscale knows and where each one's weights are."""
+    from . import models
+
+    table = Table(title="models (use --model NAME)", title_justify="left")
+    for col in ("name", "variant", "scale", "licence", "weights"):
+        table.add_column(col)
+    for card, path in models.list_models():
+        table.add_row(card.name, card.variant, f"x{card.scale}", card.licence,
+                      str(path) if path else "[dim]missing from this installation[/]" if card.embedded
+                      else "[dim]not installed: lia-upscale weights install URL|FILE[/]")
+    Console().print(table)
+
+
+@main.group("weights")
+def weights_group() -> None:
+    """Manage weight files in your weights folder."""
+
+
+@weights_group.command("install")
+@click.argument("source")
+def weights_install(source) -> None:
+    """Install SOURCE (a file, a folder or an http(s) URL), checked against its card's sha256."""
+    from . import models
+
+    console = _console()
+    try:
+        paths = models.install(source)
+    except LiaError as exc:
+        _fail_usage(str(exc))
+    for p in paths:
+        console.print(f"installed {p}")
+
+
+@main.command("train")
+@click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="The .safetensors to export.")
+@click.option("--variant", type=click.Choice(["U", "T", "S", "M", "base", "L"]), default="U", show_default=True)
+@click.option("--scale", type=click.Choice(["2", "4"]), default="4", show_default=True)
+@click.option("--iterations", type=click.IntRange(min=1), default=56000, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--patch", type=click.IntRange(min=8), default=None, help="LR patch edge (default 40 at x4, 48 at x2).")
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--eval-dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="A folder of *_LR/*_HR pairs (e.g. Set5) scored every --eval-every iterations.")
+@click.option("--eval-every", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Resumable checkpoint (default: OUT with .ckpt); an existing one is resumed.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
+def train_cmd(data, out, variant, scale, iterations, batch, patch, lr, seed, eval_dir, eval_every,
+              checkpoint, device, threads) -> None:
+    """Train a PlainUSR/LIA network on folders of HR images and export it as .safetensors."""
+    import torch
+
+    from . import models
+    from .device import choose_device
+    from .train import TrainConfig, train
+
+    if threads:
+        torch.set_num_threads(threads)
+    s = int(scale)
+    cfg = TrainConfig(variant=variant, scale=s, iterations=iterations, batch=batch,
+                      patch=patch or (40 if s == 4 else 48), lr=lr, seed=seed, eval_every=eval_every)
+    console = _console()
+    ckpt = Path(checkpoint) if checkpoint else Path(out).with_suffix(".ckpt")
+    progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                        console=console, disable=not console.is_terminal)
+    task = progress.add_task("train", total=iterations, info="")
+    best = {"psnr": None}
+
+    def on_status(st):
+        if st.psnr is not None:
+            best["psnr"] = st.psnr
+            progress.console.log(f"iteration {st.iteration}: Set PSNR-Y {st.psnr:.3f} dB")
+        psnr = f" psnr {best['psnr']:.2f}" if best["psnr"] is not None else ""
+        progress.update(task, completed=st.iteration, info=f"loss {st.loss:.4f} lr {st.lr:.1e}{psnr}")
+
+    try:
+        with progress:
+            module = train([Path(d) for d in data], ckpt, cfg, eval_dir=Path(eval_dir) if eval_dir else None,
+                           device=str(choose_device(device)), on_status=on_status)
+        models.save_weights(Path(out), module.cpu(), variant=variant, scale=s)
+    except LiaError as exc:
+        _fail_usage(str(exc))
+    except KeyboardInterrupt:
+        console.print(f"interrupted; resume with the same command (checkpoint {ckpt})")
+        sys.exit(130)
+    console.print(f"wrote {out}")
