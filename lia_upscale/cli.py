@@ -92,7 +92,8 @@ class _MegapixelRate(ProgressColumn):
 
 @main.command("upscale")
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--scale", type=click.Choice(["2", "4"]), default=None, help="Model scale (default 4, or the model's).")
+@click.option("--scale", type=click.Choice(["2", "4"]), default=None,
+              help="Model scale (default: the model's; 4 for the default model, 2 when --outscale <= 2).")
 @_model_options
 @click.option("--outscale", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Any final factor: the model's scale, then an antialiased bicubic resample to round(size * F).")
@@ -112,6 +113,8 @@ def upscale_cmd(paths, scale, weights, model_name, outscale, fmt, quality, overw
         raise click.UsageError("give at least one INPUT and the OUTPUT")
     *inputs, output = paths
     console = _console(quiet)
+    if scale is None and outscale and not (weights or model_name):
+        scale = "2" if outscale <= 2 else "4"  # the default model nearest above the factor
     if "-" in inputs or output == "-":
         _stream(inputs, output, fmt, quality, outscale, console,
                 dict(model=model_name, weights=weights, scale=int(scale) if scale else None,

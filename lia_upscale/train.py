@@ -137,7 +137,7 @@ def evaluate_psnr(model: PlainUSR, pairs, device: torch.device) -> float:
     model.eval()
     scores = []
     for hr, lr in pairs:
-        x = torch.from_numpy(lr).permute(2, 0, 1)[None].float().div(255).to(device)
+        x = torch.from_numpy(lr.copy()).permute(2, 0, 1)[None].float().div(255).to(device)
         sr = model(x).clamp(0, 1).mul(255).round().byte()[0].permute(1, 2, 0).cpu().numpy()
         scores.append(psnr_y(sr, hr, model.scale))
     model.train()
