@@ -1,0 +1,230 @@
+"""The checks to run whenever a CUDA GPU is at hand; one JSON file and a printed summary.
+
+    python scripts/gpu_check.py OUT_DIR [--device cuda] [--shared ../shared]
+    python scripts/gpu_check.py OUT_DIR --dry-run          # the same logic, tiny, on the CPU
+
+1. float16 against float32 on Set14 for every official checkpoint present: outputs
+   finite without the float32 fallback, PSNR-Y within 0.05 dB.
+2. Throughput, float16 and float32, of base and L at x4 on 1 MP and 6 MP inputs: the
+   naive float32 forward, our whole-image path and our default tiled path (bench cases).
+3. The largest tile that fits, per model and precision.
+4. Out-of-memory recovery: with the memory capped (``set_per_process_memory_fraction``)
+   a whole-image run must run out, the Engine must shrink its tile, and the output must
+   still match the uncapped whole-image result.
+
+Sized for under ~8 minutes on an H100. Exit status 1 when a check fails; every check
+runs regardless and its error is recorded in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lia_upscale.api import Upscaler
+from lia_upscale.bench import bench_model, device_name, largest_tile, memory_probe, synthetic_image
+from lia_upscale.engine import Engine
+from lia_upscale.evaluate import evaluate, find_pairs
+from lia_upscale.models import load_model
+
+FILES = [f"PlainUSR{v}_Rep_x{s}.pth" for v in ("U", "T", "S", "M", "", "L") for s in (2, 4)]
+PSNR_TOLERANCE_DB = 0.05
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a - b) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+def check_fp16_set14(shared: Path, device: torch.device, dry: bool) -> dict:
+    out: dict = {"checkpoints": [], "ok": True}
+    for name in FILES if not dry else ["PlainUSRU_Rep_x4.pth", "PlainUSRS_Rep_x2.pth"]:
+        path = shared / "weights" / "plainusr" / name
+        scale = int(name.split("_x")[1][0])
+        folder = shared / "datasets" / "benchmark" / "Set14" / f"x{scale}"
+        if not path.exists() or not folder.exists():
+            continue
+        pairs = find_pairs(folder)[: 2 if dry else None]
+        row = {"file": name}
+        for prec in ("fp32", "fp16"):
+            up = Upscaler(weights=path, device=str(device), precision=prec)
+            finite = []
+
+            def run(rgb, up=up, finite=finite):
+                y = up.engine.run(rgb)
+                finite.append(bool(torch.isfinite(y).all()))
+                return y.clamp_(0, 1).permute(1, 2, 0).numpy()
+
+            row[f"psnr_{prec}"] = evaluate(pairs, run, scale).psnr_y
+            row[f"fallbacks_{prec}"] = up.engine.fallbacks
+            row[f"finite_{prec}"] = all(finite)
+        row["delta_db"] = row["psnr_fp16"] - row["psnr_fp32"]
+        row["ok"] = (row["finite_fp16"] and row["fallbacks_fp16"] == 0
+                     and abs(row["delta_db"]) <= PSNR_TOLERANCE_DB)
+        out["ok"] &= row["ok"]
+        out["checkpoints"].append(row)
+    if not out["checkpoints"]:
+        out.update(ok=False, error=f"no checkpoint or Set14 under {shared}")
+    return out
+
+
+def check_throughput(shared: Path, device: torch.device, dry: bool, repeats: int) -> dict:
+    names = ["PlainUSR_Rep_x4.pth", "PlainUSRL_Rep_x4.pth"] if not dry else ["PlainUSRU_Rep_x4.pth"]
+    sizes = [(1024, 1024), (2000, 3000)] if not dry else [(64, 64), (96, 80)]
+    dtypes = [torch.float16, torch.float32]
+    results = []
+    for name in names:
+        path = shared / "weights" / "plainusr" / name
+        if not path.exists():
+            continue
+        model = load_model(path)
+        for size in sizes:
+            results += bench_model(model, size, device, dtypes, repeats=repeats, memory=device.type == "cuda")
+    slim = [
+        {
+            "model": Path(r["model"]).name, "size": r["size"], "precision": r["precision"],
+            "output_mp_s": {k: c["output_mp_s"] for k, c in r["cases"].items()},
+            "gflop_s": {k: c["gflop_s"] for k, c in r["cases"].items()},
+            "peak_mib": {k: c["peak_mib"] for k, c in r["cases"].items()},
+            "max_abs_diff": {k: c["max_abs_diff"] for k, c in r["cases"].items()},
+            "tile": r["cases"]["tiled"]["tile"],
+            "ratios": r["ratios"],
+        }
+        for r in results
+    ]
+    # the engine's outputs must stay close to the float32 naive forward
+    ok = bool(slim) and all(
+        (d is None or d < (1 / 255 if s["precision"] == "fp32" else 4 / 255))
+        for s in slim for d in s["max_abs_diff"].values()
+    )
+    return {"ok": ok, "results": slim}
+
+
+def check_largest_tile(shared: Path, device: torch.device, dry: bool) -> dict:
+    if device.type != "cuda":
+        return {"ok": True, "skipped": "not a CUDA device"}
+    rows = []
+    for name in ["PlainUSR_Rep_x4.pth", "PlainUSRL_Rep_x4.pth"]:
+        path = shared / "weights" / "plainusr" / name
+        if not path.exists():
+            continue
+        module = load_model(path).module
+        for dtype in (torch.float16, torch.float32):
+            t0 = time.perf_counter()
+            tile = largest_tile(memory_probe(module, device, dtype), start=1024, limit=16384, resolution=96)
+            rows.append({"model": name, "precision": str(dtype).split(".")[-1], "tile": tile,
+                         "seconds": time.perf_counter() - t0})
+    return {"ok": all(r["tile"] > 0 for r in rows), "results": rows}
+
+
+def check_oom_recovery(shared: Path, device: torch.device, dry: bool) -> dict:
+    path = shared / "weights" / "plainusr" / ("PlainUSR_Rep_x4.pth" if not dry else "PlainUSRU_Rep_x4.pth")
+    module = load_model(path).module
+    size = (2048, 2048) if not dry else (200, 200)
+    image = synthetic_image(*size)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    expected = Engine(module, device, dtype, 0).run(image)
+    engine = Engine(module, device, dtype, 0)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        total = torch.cuda.get_device_properties(device).total_memory
+        budget = torch.cuda.memory_allocated(device) + (1 << 30)  # 1 GiB for activations
+        torch.cuda.set_per_process_memory_fraction(budget / total, device)
+        try:
+            got = engine.run(image)
+        finally:
+            torch.cuda.set_per_process_memory_fraction(1.0, device)
+            torch.cuda.empty_cache()
+    else:  # the logic only: a batch "runs out of memory" above 150x150 input pixels
+        forward = engine._forward
+
+        def capped(batch, regions, full):
+            if batch.shape[0] * batch.shape[-2] * batch.shape[-1] > 150 * 150:
+                raise torch.cuda.OutOfMemoryError("simulated out of memory")
+            return forward(batch, regions, full)
+
+        engine._forward = capped
+        got = engine.run(image)
+    diff = float((got.clamp(0, 1) - expected.clamp(0, 1)).abs().max())
+    psnr = _psnr(got.clamp(0, 1), expected.clamp(0, 1))
+    ok = 0 < engine.tile < max(size) and diff <= 2 / 255 and psnr >= 50
+    return {"ok": ok, "input": list(size), "precision": str(dtype).split(".")[-1], "tile_after": engine.tile,
+            "max_batch_pixels_after": engine.max_batch_pixels, "max_abs_diff": diff, "psnr_db": psnr}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", type=Path, help="Folder for the JSON file.")
+    parser.add_argument("--device", default=None, help="cuda (default when present), cuda:N or cpu.")
+    parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared",
+                        help="The reference data folder (weights/plainusr, datasets/benchmark).")
+    parser.add_argument("--dry-run", action="store_true", help="Tiny sizes and models: test the logic.")
+    parser.add_argument("--repeats", type=int, default=2, help="Timed runs per case (default 2).")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type != "cuda" and not args.dry_run:
+        parser.error("no CUDA device: run with --dry-run to check the logic on the CPU")
+    report: dict = {
+        "device": str(device), "device_name": device_name(device), "torch": torch.__version__,
+        "cuda": torch.version.cuda, "dry_run": args.dry_run, "checks": {},
+    }
+    if device.type == "cuda":
+        report["total_memory_gib"] = torch.cuda.get_device_properties(device).total_memory / 2**30
+    checks = {
+        "fp16_set14": lambda: check_fp16_set14(args.shared, device, args.dry_run),
+        "throughput": lambda: check_throughput(args.shared, device, args.dry_run, args.repeats),
+        "largest_tile": lambda: check_largest_tile(args.shared, device, args.dry_run),
+        "oom_recovery": lambda: check_oom_recovery(args.shared, device, args.dry_run),
+    }
+    started = time.perf_counter()
+    for name, check in checks.items():
+        t0 = time.perf_counter()
+        try:
+            result = check()
+        except Exception as exc:  # record it and go on with the other checks
+            result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        result["seconds"] = time.perf_counter() - t0
+        report["checks"][name] = result
+        print(f"[{'ok' if result['ok'] else 'FAIL'}] {name} ({result['seconds']:.0f}s)", flush=True)
+    report["seconds"] = time.perf_counter() - started
+    report["ok"] = all(c["ok"] for c in report["checks"].values())
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", report["device_name"]).strip("-").lower()
+    path = args.out_dir / f"gpu_check-{slug}.json"
+    path.write_text(json.dumps(report, indent=1))
+    _summary(report)
+    print(f"wrote {path}")
+    return 0 if report["ok"] else 1
+
+
+def _summary(report: dict) -> None:
+    print(f"{report['device_name']} ({report['device']}), torch {report['torch']}, {report['seconds']:.0f}s")
+    checks = report["checks"]
+    for row in checks["fp16_set14"].get("checkpoints", []):
+        print(f"  {row['file']:<22} Set14 fp32 {row['psnr_fp32']:.3f}  fp16 {row['psnr_fp16']:.3f}  "
+              f"delta {row['delta_db']:+.3f} dB  fallbacks {row['fallbacks_fp16']}  {'ok' if row['ok'] else 'FAIL'}")
+    for r in checks["throughput"].get("results", []):
+        mp = r["output_mp_s"]
+        print(f"  {r['model']:<22} {r['size'][0]}x{r['size'][1]} {r['precision']}: naive {mp.get('naive', 0):.1f}"
+              f"  whole {mp.get('whole', 0):.1f}  tiled({r['tile']}) {mp.get('tiled', 0):.1f} MP/s out")
+    for r in checks["largest_tile"].get("results", []):
+        print(f"  largest tile {r['model']} {r['precision']}: {r['tile']} px")
+    oom = checks["oom_recovery"]
+    if "tile_after" in oom:
+        print(f"  out of memory: tile 0 -> {oom['tile_after']}, max diff {oom['max_abs_diff'] * 255:.2f}/255, "
+              f"PSNR {oom['psnr_db']:.1f} dB")
+    for name, c in checks.items():
+        if "error" in c:
+            print(f"  {name}: {c['error']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
