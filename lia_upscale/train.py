@@ -29,7 +29,7 @@ class TrainConfig:
 
     variant: str = "U"
     scale: int = 4
-    iterations: int = 20000
+    iterations: int = 30000
     batch: int = 16
     patch: int = 40  # LR patch edge; the HR patch is patch * scale
     lr: float = 2e-3
@@ -37,7 +37,7 @@ class TrainConfig:
     warmup: int = 300
     seed: int = 0
     checkpoint_every: int = 250
-    eval_every: int = 1000
+    eval_every: int = 2000
 
 
 @dataclass(frozen=True)

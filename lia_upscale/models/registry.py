@@ -118,9 +118,12 @@ def _embedded_cards() -> list[ModelCard]:
             scale=scale,
             file=f"lia-u-x{scale}.safetensors",
             url=None,
-            licence="MIT",
+            licence="MIT; trained on research-use data",
             sha256=None,
-            description=f"PlainUSR-ultra x{scale} trained for lia-upscale; the built-in default",
+            description=(
+                f"PlainUSR-ultra x{scale} trained by lia-upscale on BSD200 (BSDS: non-commercial "
+                "research and education) and T91 (research); the built-in default, see weights/README.md"
+            ),
         )
         for scale in (2, 4)
     ]
