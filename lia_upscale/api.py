@@ -7,6 +7,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,20 @@ from .device import choose_device, choose_dtype
 from .engine import Engine
 from .errors import LiaError, OutputError
 
-__all__ = ["Upscaler", "resolve_model_source", "output_size", "atomic_write"]
+__all__ = ["Upscaler", "NetworkOutput", "resolve_model_source", "output_size", "atomic_write"]
+
+
+@dataclass(frozen=True)
+class NetworkOutput:
+    """What the network made of a picture, before clamping, resampling and conversion.
+
+    ``rgb``: (3, sH, sW) float32 CPU tensor, not clamped. ``alpha``: None (no alpha), a
+    float (a uniform alpha, not computed) or the (3, sH, sW) output for the alpha
+    channel run as a gray image.
+    """
+
+    rgb: torch.Tensor
+    alpha: torch.Tensor | float | None
 
 
 def resolve_model_source(weights: str | Path | None, model: str | None, scale: int | None) -> str | Path:
@@ -104,6 +118,40 @@ class Upscaler:
         """(H, W, 3) array or (3, H, W) tensor in [0, 1] -> (3, sH, sW) float32 tensor in [0, 1]."""
         return self.engine.run(rgb, on_tile).clamp_(0, 1)
 
+    def run_network(
+        self, picture: imageio.Picture, on_tile: Callable[[int, int], None] | None = None
+    ) -> NetworkOutput:
+        """The network's part of :meth:`upscale_picture`: the raw upscaled colour and alpha.
+
+        Alpha goes through the network too (as a gray image), so its edges are as sharp
+        as the colour's; a uniform alpha is not computed. Finish with :meth:`finish_picture`
+        (which a batch does in another thread, while the network works on the next image).
+        """
+        rgb = self.engine.run(picture.rgb, on_tile)
+        alpha: torch.Tensor | float | None = None
+        if picture.alpha is not None:
+            a = picture.alpha
+            if float(a.min()) == float(a.max()):
+                alpha = float(a.min())
+            else:
+                alpha = self.engine.run(np.repeat(a[:, :, None], 3, axis=2), on_tile)
+        return NetworkOutput(rgb, alpha)
+
+    def finish_picture(
+        self, picture: imageio.Picture, output: NetworkOutput, outscale: float | None = None
+    ) -> imageio.Picture:
+        """Clamp, resample to ``outscale`` (if given) and convert :meth:`run_network`'s output."""
+        h, w = picture.rgb.shape[:2]
+        target = output_size(h, w, outscale) if outscale else (h * self.scale, w * self.scale)
+        rgb = _resample(output.rgb.clamp_(0, 1), target)
+        alpha = None
+        if isinstance(output.alpha, float):
+            alpha = np.full(target, output.alpha, dtype=np.float32)
+        elif output.alpha is not None:
+            up = output.alpha.clamp_(0, 1).mean(0, keepdim=True)
+            alpha = _resample(up, target)[0].clamp_(0, 1).numpy()
+        return picture.with_pixels(rgb.clamp_(0, 1).permute(1, 2, 0).numpy(), alpha)
+
     def upscale_picture(
         self,
         picture: imageio.Picture,
@@ -115,19 +163,7 @@ class Upscaler:
         Alpha goes through the network too (as a gray image, channel mean), so its edges
         are as sharp as the colour's; a uniform alpha is simply extended.
         """
-        h, w = picture.rgb.shape[:2]
-        target = output_size(h, w, outscale) if outscale else (h * self.scale, w * self.scale)
-        rgb = _resample(self.upscale_tensor(picture.rgb, on_tile), target)
-        alpha = None
-        if picture.alpha is not None:
-            a = picture.alpha
-            if float(a.min()) == float(a.max()):
-                alpha = np.full(target, float(a.min()), dtype=np.float32)
-            else:
-                gray = np.repeat(a[:, :, None], 3, axis=2)
-                up = self.upscale_tensor(gray, on_tile).mean(0, keepdim=True)
-                alpha = _resample(up, target)[0].clamp_(0, 1).numpy()
-        return picture.with_pixels(rgb.clamp_(0, 1).permute(1, 2, 0).numpy(), alpha)
+        return self.finish_picture(picture, self.run_network(picture, on_tile), outscale)
 
     def upscale(self, image: Image.Image, outscale: float | None = None) -> Image.Image:
         """Upscale a PIL image; the result has the matching mode (gray stays gray, alpha kept).

@@ -1,25 +1,31 @@
 """Batch jobs: walk inputs, mirror the tree under the output, and run them pipelined.
 
-Decoding the next image and encoding the previous one run in worker threads while the
-model works on the current one, so a folder costs little more than the model time.
+Decoding the next image and finishing and encoding the previous ones run in worker
+threads while the network works on the current one, so a folder costs little more than
+the network's time (measured: ``lia-upscale bench --pipeline FOLDER``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import imageio
-from .api import Upscaler, save
+from .allocator import reuse_freed_memory
+from .api import NetworkOutput, Upscaler, save
 from .errors import LiaError
 
-__all__ = ["Job", "Outcome", "BatchEvents", "plan_jobs", "run_jobs", "UsageError"]
+__all__ = ["Job", "Outcome", "BatchEvents", "ENCODES_IN_FLIGHT", "plan_jobs", "run_jobs", "UsageError"]
 
 _GLOB_CHARS = set("*?[")
+#: Finished images that may wait for (or be in) their encoder at once; each holds its
+#: float32 output (12 bytes per output pixel), so this bounds the batch's extra memory.
+ENCODES_IN_FLIGHT = 2
 
 
 class UsageError(LiaError):
@@ -152,7 +158,30 @@ def _reason(exc: Exception) -> str:
 class _Pending:
     job: Job
     started: float
-    future: Future = field(default=None)  # type: ignore[assignment]
+    future: Future
+
+
+def _run_into(future: Future, fn: Callable[..., object], *args: object) -> None:
+    """Run ``fn(*args)`` into ``future``, unless it was cancelled before it started."""
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        future.set_result(fn(*args))
+    except BaseException as exc:
+        future.set_exception(exc)
+
+
+def _finish_and_save(
+    upscaler: Upscaler,
+    picture: imageio.Picture,
+    output: NetworkOutput,
+    job: Job,
+    quality: int | None,
+    outscale: float | None,
+) -> None:
+    """The encoder thread's part: clamp, resample and convert the network's output, then write."""
+    result = upscaler.finish_picture(picture, output, outscale)
+    save(result, job.dst, job.fmt, quality, dpi_scale=result.height / picture.height)
 
 
 def run_jobs(
@@ -166,10 +195,14 @@ def run_jobs(
 ) -> list[Outcome]:
     """Run ``jobs`` in order; a failing file fails alone and the batch goes on.
 
-    Existing outputs are skipped unless ``overwrite``. Decoding runs one image ahead and
-    encoding one image behind the model, in worker threads. On KeyboardInterrupt the
-    encode in flight is finished (or its temporary file removed) before the interrupt
-    propagates; outcomes reported so far stand.
+    Existing outputs are skipped unless ``overwrite``. Only the network runs on the
+    calling thread: decoding runs one image ahead in a worker thread, and finishing
+    (clamp, resample, conversion) and encoding run behind in up to
+    :data:`ENCODES_IN_FLIGHT` worker threads, so a slow encoder (a big PNG) stalls the
+    network only when that many images wait. On the CPU freed memory is kept for reuse
+    for the whole batch (:func:`~lia_upscale.allocator.reuse_freed_memory`). On
+    KeyboardInterrupt the encodes in flight are finished (or their temporary files
+    removed) before the interrupt propagates; outcomes reported so far stand.
     """
     ev = events or BatchEvents()
     outcomes: list[Outcome] = []
@@ -185,21 +218,26 @@ def run_jobs(
         else:
             todo.append(job)
 
-    with ThreadPoolExecutor(1, thread_name_prefix="decode") as decoder, ThreadPoolExecutor(
-        1, thread_name_prefix="encode"
-    ) as encoder:
+    cpu = upscaler.engine.device.type == "cpu"
+    with reuse_freed_memory() if cpu else contextlib.nullcontext(), ThreadPoolExecutor(
+        1, thread_name_prefix="decode"
+    ) as decoder, ThreadPoolExecutor(ENCODES_IN_FLIGHT, thread_name_prefix="encode") as encoder:
         writing: list[_Pending] = []
 
-        def finish_writes(block: bool) -> None:
-            while writing and (block or writing[0].future.done()):
+        def finish_writes(keep: int | None) -> None:
+            """Report finished writes in order; wait until at most ``keep`` are left (None: no wait)."""
+            while writing and ((keep is not None and len(writing) > keep) or writing[0].future.done()):
                 p = writing[0]
                 try:
                     p.future.result()  # an interrupt here leaves p listed, so it is still reported
-                    outcome = Outcome(p.job, "done", time.perf_counter() - p.started)
+                    outcome: Outcome | None = Outcome(p.job, "done", time.perf_counter() - p.started)
+                except CancelledError:  # never written: not run
+                    outcome = None
                 except Exception as exc:  # one file's failure never stops the batch
                     outcome = Outcome(p.job, "failed", time.perf_counter() - p.started, _reason(exc))
                 writing.pop(0)
-                report(outcome)
+                if outcome is not None:
+                    report(outcome)
 
         reads = [decoder.submit(imageio.decode, job.src) for job in todo[:1]]
         try:
@@ -212,22 +250,26 @@ def run_jobs(
                     reads[i] = None  # type: ignore[call-overload]
                     h, w = picture.rgb.shape[:2]
                     ev.on_start(job, h * w)
-                    result = upscaler.upscale_picture(picture, outscale, ev.on_tile)
-                    dpi_scale = result.height / picture.height
-                    del picture
+                    output = upscaler.run_network(picture, ev.on_tile)
                 except Exception as exc:  # one file's failure never stops the batch
-                    finish_writes(False)
+                    finish_writes(None)
                     report(Outcome(job, "failed", time.perf_counter() - started, _reason(exc)))
                     continue
-                finish_writes(True)  # one encode in flight at a time bounds memory
-                pending = _Pending(job, started)
-                pending.future = encoder.submit(save, result, job.dst, job.fmt, quality, dpi_scale=dpi_scale)
+                # a bounded number of finished images waits for its encoder: bounds memory
+                finish_writes(ENCODES_IN_FLIGHT - 1)
+                # listed before it is submitted, so an interrupt cannot lose a write
+                pending = _Pending(job, started, Future())
                 writing.append(pending)
-            finish_writes(True)
+                encoder.submit(_run_into, pending.future, _finish_and_save,
+                               upscaler, picture, output, job, quality, outscale)
+                del picture, output
+            finish_writes(0)
         except BaseException:
             for r in reads:
                 if r is not None:
                     r.cancel()
-            finish_writes(True)
+            for p in writing:  # interrupted before its submission: it never starts
+                p.future.cancel()
+            finish_writes(0)
             raise
     return outcomes

@@ -1,0 +1,631 @@
+"""Measured speed: the naive forward against the engine, whole and tiled; memory; batches.
+
+Everything here returns data (JSON-ready dicts); the CLI (``lia-upscale bench``) prints.
+Speed claims are ratios measured in one process with the cases alternating, repeated,
+taking the median, so that background load affects all of them alike.
+
+Cases, for one model, input size and precision:
+
+- ``naive``: the module as loaded (float32, contiguous NCHW) called on the whole image
+  under ``torch.no_grad``: the baseline;
+- ``whole``: :class:`~lia_upscale.engine.Engine` with ``tile=0`` (our whole-image path);
+- ``tiled``: the Engine with its default tile for the device.
+
+Throughput is output megapixels per second; achieved GFLOP/s counts two FLOPs per
+multiply-add of the network's convolutions (:func:`macs_per_pixel`) over the image's
+input pixels, so tiling overlap is not counted as useful work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import imageio
+from .device import PRECISIONS
+from .engine import Engine
+from .models import Model, load_model
+from .nn import LIA, LightAttention, PlainUSR, SoftPool2d
+from .nn.inference import infer
+
+__all__ = [
+    "CASES",
+    "Progress",
+    "macs_per_pixel",
+    "device_name",
+    "synthetic_image",
+    "bench_model",
+    "largest_tile",
+    "memory_probe",
+    "pipeline_check",
+    "set_psnr",
+    "bicubic_point",
+    "run_bench",
+]
+
+#: The measured cases, in the order they alternate.
+CASES = ("naive", "whole", "tiled")
+#: ``on_progress(message)``: one line about what is being measured now.
+Progress = Callable[[str], None]
+
+
+def _noop(message: str) -> None:
+    pass
+
+
+# ------------------------------------------------------------------------- arithmetic
+
+
+def _conv_macs(conv: nn.Conv2d) -> int:
+    kh, kw = conv.kernel_size
+    return conv.out_channels * (conv.in_channels // conv.groups) * kh * kw
+
+
+def _chain_macs(layers: Sequence[nn.Module], area: float) -> float:
+    """Multiply-adds per input pixel of a chain of layers starting at relative ``area``."""
+    total = 0.0
+    for layer in layers:
+        if isinstance(layer, nn.Conv2d):
+            area /= layer.stride[0] * layer.stride[1]
+            total += _conv_macs(layer) * area
+        elif isinstance(layer, SoftPool2d):
+            area /= layer.stride * layer.stride
+        elif isinstance(layer, LIA):
+            total += _chain_macs(list(layer.body), area)  # its own coarse grid, then back
+        elif isinstance(layer, LightAttention):
+            total += _chain_macs(list(layer.body), area)
+    return total
+
+
+def macs_per_pixel(module: PlainUSR) -> float:
+    """Multiply-adds of the convolutions per input pixel, analytically (large-image limit).
+
+    Every 3x3 and 1x1 convolution counts ``out * in * k * k`` per output pixel; LIA's
+    convolutions after the soft pooling (stride 3) and its stride-2 convolution run on
+    1/9 and 1/36 of the pixels. Elementwise work is not counted. Base x4: 285,025.
+    """
+    total = _conv_macs(module.head)
+    for name in module._block_names:
+        total += _chain_macs(list(getattr(module, name).body), 1.0)
+    return total + _conv_macs(module.tail[0])
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def device_name(device: torch.device) -> str:
+    """A readable name of ``device``: the GPU's name, or the CPU model."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def synthetic_image(height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """A reproducible (3, H, W) float32 test image in [0, 1]: smooth structure plus noise.
+
+    Smooth enough that activations look like a photo's (float16 stays finite), noisy
+    enough that nothing is constant.
+    """
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, max(2, height // 16), max(2, width // 16), generator=g)
+    smooth = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)[0]
+    return (smooth + 0.1 * torch.rand(3, height, width, generator=g)).clamp_(0, 1)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median(samples: Sequence[float]) -> float:
+    return float(statistics.median(samples))
+
+
+@dataclass
+class _Case:
+    name: str
+    run: Callable[[], torch.Tensor]
+    tile: int
+    samples: list[float]
+
+
+def _make_cases(
+    model: Model,
+    image: torch.Tensor,
+    device: torch.device,
+    dtype: torch.dtype,
+    cases: Sequence[str],
+    tile: int | None = None,
+) -> list[_Case]:
+    out = []
+    for name in cases:
+        if name == "naive":
+            # the module as loaded; on another device a copy, so the caller's stays put
+            naive = model.module if device.type == "cpu" else copy.deepcopy(model.module).to(device)
+            x = image[None].to(device).contiguous()
+
+            def run_naive(naive: nn.Module = naive, x: torch.Tensor = x) -> torch.Tensor:
+                with torch.no_grad():
+                    return naive(x)[0]
+
+            out.append(_Case(name, run_naive, 0, []))
+        else:
+            engine = Engine(model.module, device, dtype, 0 if name == "whole" else tile)
+            out.append(_Case(name, lambda engine=engine: engine.run(image), engine.tile, []))
+    return out
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _peak_child() -> None:
+    """Subprocess entry: run one case once and print its peak RSS growth in MiB (JSON)."""
+    spec = json.loads(sys.stdin.read())
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    model = load_model(spec["weights"])
+    image = synthetic_image(spec["height"], spec["width"])
+    (case,) = _make_cases(model, image, torch.device("cpu"), PRECISIONS[spec["precision"]], [spec["case"]],
+                          spec.get("tile"))
+    before = _status_kib("VmRSS")
+    try:  # reset the high-water mark to the current RSS (Linux >= 4.0)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        before = max(before, _status_kib("VmHWM"))
+    case.run()
+    print(json.dumps({"peak_mib": (_status_kib("VmHWM") - before) / 1024}))
+
+
+def _peak_rss_mib(
+    model: Model, size: tuple[int, int], precision: str, case: str, threads: int | None, tile: int | None
+) -> float | None:
+    """Peak resident-memory growth of one CPU case, measured in a fresh process."""
+    if not Path("/proc/self/status").exists():
+        return None
+    spec = dict(weights=str(model.path), height=size[0], width=size[1], precision=precision,
+                case=case, threads=threads, tile=tile)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from lia_upscale.bench import _peak_child; _peak_child()"],
+        input=json.dumps(spec), capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        return None
+    return float(json.loads(proc.stdout.strip().splitlines()[-1])["peak_mib"])
+
+
+def _peak_cuda_mib(case: _Case, device: torch.device) -> float:
+    _sync(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    case.run()
+    _sync(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+
+
+# ------------------------------------------------------------------------------ cases
+
+
+def _precision_name(dtype: torch.dtype) -> str:
+    return next(k for k, v in PRECISIONS.items() if v == dtype)
+
+
+def bench_model(
+    model: Model,
+    size: tuple[int, int],
+    device: torch.device,
+    dtypes: Sequence[torch.dtype],
+    *,
+    repeats: int = 3,
+    cases: Sequence[str] = CASES,
+    memory: bool = True,
+    threads: int | None = None,
+    tile: int | None = None,
+    on_progress: Progress = _noop,
+) -> list[dict]:
+    """Time ``cases`` for one model and input size, one result per dtype.
+
+    ``tile``: the tiled case's tile edge (None: the engine's default for the device).
+
+    The naive baseline (float32) is measured once and shared by the dtypes' results.
+    Each case runs once to warm up, then ``repeats`` times, all cases alternating;
+    ``seconds`` is the median. ``max_abs_diff`` compares each output with the naive
+    one (unclamped, float32). Peak memory: CPU, the growth of the resident set in a
+    fresh process per case; CUDA, ``torch.cuda.max_memory_allocated`` growth.
+    """
+    image = synthetic_image(*size)
+    runs: list[tuple[str, _Case]] = []
+    if "naive" in cases:
+        runs += [("fp32", c) for c in _make_cases(model, image, device, torch.float32, ["naive"])]
+    for dtype in dtypes:
+        engine_cases = [c for c in cases if c != "naive"]
+        runs += [(_precision_name(dtype), c) for c in _make_cases(model, image, device, dtype, engine_cases, tile)]
+    outputs: dict[tuple[str, str], torch.Tensor] = {}
+    for prec, case in runs:  # warm-up, and the outputs to compare
+        on_progress(f"{model.source} {size[0]}x{size[1]} {prec} {case.name}: warm-up")
+        outputs[prec, case.name] = case.run().float().cpu()
+        _sync(device)
+    for r in range(repeats):
+        on_progress(f"{model.source} {size[0]}x{size[1]}: repeat {r + 1}/{repeats}")
+        for prec, case in runs:
+            _sync(device)
+            t0 = time.perf_counter()
+            case.run()
+            _sync(device)
+            case.samples.append(time.perf_counter() - t0)
+    reference = outputs.get(("fp32", "naive"))
+    macs = macs_per_pixel(model.module)
+    in_pixels = size[0] * size[1]
+    out_pixels = in_pixels * model.scale**2
+
+    def describe(prec: str, case: _Case) -> dict:
+        seconds = _median(case.samples)
+        peak = None
+        if memory:
+            on_progress(f"{model.source} {size[0]}x{size[1]} {prec} {case.name}: peak memory")
+            if device.type == "cuda":
+                peak = _peak_cuda_mib(case, device)
+            else:
+                peak = _peak_rss_mib(model, size, prec, case.name, threads, case.tile)
+        diff = None
+        if reference is not None:
+            diff = float((outputs[prec, case.name] - reference).abs().max())
+        return {
+            "seconds": seconds,
+            "samples": case.samples,
+            "output_mp_s": out_pixels / seconds / 1e6,
+            "gflop_s": 2 * macs * in_pixels / seconds / 1e9,
+            "peak_mib": peak,
+            "tile": case.tile,
+            "max_abs_diff": diff,
+        }
+
+    naive = next((describe("fp32", c) for p, c in runs if c.name == "naive"), None)
+    results = []
+    for dtype in dtypes:
+        prec = _precision_name(dtype)
+        found = {c.name: describe(prec, c) for p, c in runs if p == prec and c.name != "naive"}
+        if naive is not None:
+            found = {"naive": naive, **found}
+        ratios = {}
+        for a, b in (("whole", "naive"), ("tiled", "naive"), ("tiled", "whole")):
+            if a in found and b in found:
+                ratios[f"{a}_vs_{b}"] = found[b]["seconds"] / found[a]["seconds"]
+        results.append({
+            "model": model.source,
+            "variant": model.variant,
+            "scale": model.scale,
+            "size": list(size),
+            "precision": prec,
+            "macs_per_pixel": macs,
+            "cases": found,
+            "ratios": ratios,
+        })
+    return results
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    types = tuple(t for t in (torch.cuda.OutOfMemoryError, getattr(torch, "OutOfMemoryError", None)) if t)
+    return isinstance(exc, types) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc))
+
+
+def memory_probe(module: PlainUSR, device: torch.device, dtype: torch.dtype) -> Callable[[int], bool]:
+    """``fits(t)``: whether one forward of a (1, 3, t, t) input fits in ``device``'s memory.
+
+    Runs the engine's network (channels-last, ``dtype``) and frees the cache after each
+    probe; errors other than running out of memory propagate.
+    """
+    net = Engine(module, device, dtype, 0)._module
+
+    def fits(t: int) -> bool:
+        try:
+            x = torch.rand(1, 3, t, t, device=device, dtype=dtype)
+            y = infer(net, x)
+            del x, y
+            _sync(device)
+            return True
+        except Exception as exc:
+            if not _out_of_memory(exc):
+                raise
+            return False
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    return fits
+
+
+def largest_tile(
+    fits: Callable[[int], bool], *, start: int = 240, limit: int = 15360, resolution: int = 6
+) -> int:
+    """The largest tile edge (a multiple of ``resolution``) for which ``fits`` holds, or 0.
+
+    Doubles from ``start`` while ``fits`` (up to ``limit``), then bisects the last step
+    down to ``resolution`` pixels. Assumes that what fits at ``t`` fits below ``t``.
+    """
+    lo, hi = 0, start
+    while hi <= limit and fits(hi):
+        lo, hi = hi, hi * 2
+    if lo >= limit:
+        return lo
+    hi = min(hi, limit + resolution)
+    while hi - lo > resolution:
+        mid = (lo + hi) // 2 // resolution * resolution
+        if mid <= lo:
+            break
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+def pipeline_check(
+    folder: Path,
+    weights: str | Path,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    repeats: int = 1,
+    quality: int | None = None,
+    on_progress: Progress = _noop,
+) -> dict:
+    """Run a folder through :func:`~lia_upscale.batch.run_jobs` and compare with the network alone.
+
+    ``compute_s``: the sum over the images of the model's compute,
+    :meth:`Upscaler.run_network` on an already decoded picture (the network and the
+    tiling). ``wall_s``: the whole pipelined batch (decode ahead; finish, i.e. clamp and
+    convert, and encode behind; outputs in the input's format into a temporary folder).
+    ``ratio`` = wall / compute: 1.0 means all of the file work is hidden. Repeats
+    alternate and report medians; ``decode_s``, ``finish_s`` and ``encode_s`` are what the
+    hidden work costs on its own (measured once, sequentially).
+    """
+    from .allocator import reuse_freed_memory
+    from .api import Upscaler
+    from .batch import plan_jobs, run_jobs
+
+    up = Upscaler(weights=weights, device=device, precision=precision)
+    with tempfile.TemporaryDirectory(prefix="lia-bench-") as tmp:
+        jobs = plan_jobs([str(folder)], tmp, fmt="same")
+        decode_s, finish_s, encode_s, compute, walls = [], [], [], [], []
+        pictures = []
+        for job in jobs:
+            t0 = time.perf_counter()
+            pictures.append(imageio.decode(job.src))
+            decode_s.append(time.perf_counter() - t0)
+        on_progress(f"pipeline: {len(jobs)} images, warm-up")
+        up.run_network(pictures[0])
+        for r in range(repeats):
+            on_progress(f"pipeline: repeat {r + 1}/{repeats}, the network alone")
+            times = []
+            # the same allocator setting run_jobs uses for a batch
+            with reuse_freed_memory() if up.engine.device.type == "cpu" else contextlib.nullcontext():
+                for job, pic in zip(jobs, pictures):
+                    t0 = time.perf_counter()
+                    output = up.run_network(pic)
+                    times.append(time.perf_counter() - t0)
+                    if r == 0:
+                        t0 = time.perf_counter()
+                        result = up.finish_picture(pic, output)
+                        finish_s.append(time.perf_counter() - t0)
+                        t0 = time.perf_counter()
+                        imageio.encode(result, _Sink(), job.fmt, quality=quality, dpi_scale=up.scale)
+                        encode_s.append(time.perf_counter() - t0)
+                        del result
+                    del output
+            compute.append(sum(times))
+            on_progress(f"pipeline: repeat {r + 1}/{repeats}, run_jobs")
+            t0 = time.perf_counter()
+            outcomes = run_jobs(jobs, up, overwrite=True, quality=quality)
+            walls.append(time.perf_counter() - t0)
+            failed = [o for o in outcomes if o.status != "done"]
+            if failed:
+                raise RuntimeError(f"pipeline: {failed[0].job.src}: {failed[0].error}")
+    pixels = sum(p.height * p.width for p in pictures)
+    return {
+        "folder": str(folder),
+        "model": str(weights),
+        "images": len(jobs),
+        "input_mp": pixels / 1e6,
+        "formats": sorted({j.fmt for j in jobs}),
+        "threads": torch.get_num_threads(),
+        "compute_s": _median(compute),
+        "wall_s": _median(walls),
+        "ratio": _median([w / c for w, c in zip(walls, compute)]),
+        "decode_s": sum(decode_s),
+        "finish_s": sum(finish_s),
+        "encode_s": sum(encode_s),
+        "compute_samples": compute,
+        "wall_samples": walls,
+    }
+
+
+class _Sink:
+    """A binary stream that only counts: encoding cost without the disk."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data) -> int:
+        self.size += len(data)
+        return len(data)
+
+
+# ---------------------------------------------------------------- quality for the plot
+
+
+def set_psnr(upscale: Callable, folder: Path, scale: int) -> float:
+    """Mean PSNR-Y over the pairs in ``folder`` (BasicSR protocol) of ``upscale`` (float HWC)."""
+    from .evaluate import evaluate, find_pairs
+
+    return evaluate(find_pairs(folder), upscale, scale).psnr_y
+
+
+def _bicubic(rgb, scale: int):
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+    y = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+    return y[0].clamp_(0, 1).permute(1, 2, 0).numpy()
+
+
+def bicubic_point(size: tuple[int, int], scale: int, eval_dir: Path | None, repeats: int = 3) -> dict:
+    """Throughput and PSNR of plain bicubic upsampling: ``torch`` bicubic (a = -0.75), float32,
+    CPU. Its Set5 PSNR-Y is 0.2-0.3 dB above MATLAB's ``imresize`` (a = -0.5) figures
+    usually quoted (33.97 / 28.63 against 33.67 / 28.43 dB at x2 / x4)."""
+    rgb = synthetic_image(*size).permute(1, 2, 0).numpy()
+    samples = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        _bicubic(rgb, scale)
+        samples.append(time.perf_counter() - t0)
+    seconds = _median(samples[1:])
+    psnr = set_psnr(lambda im: _bicubic(im, scale), eval_dir / f"x{scale}", scale) if eval_dir else None
+    return {"scale": scale, "output_mp_s": size[0] * size[1] * scale**2 / seconds / 1e6, "psnr_y": psnr}
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _expand_weights(paths: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            out += sorted(str(f) for f in path.iterdir() if f.suffix.lower() in (".pth", ".safetensors"))
+        else:
+            out.append(p)
+    return out
+
+
+def run_bench(
+    *,
+    models: Sequence[str] = (),
+    weights: Sequence[str] = (),
+    sizes: Sequence[int] = (512,),
+    device: torch.device,
+    dtypes: Sequence[torch.dtype],
+    repeats: int = 3,
+    cases: Sequence[str] = CASES,
+    memory: bool = True,
+    threads: int | None = None,
+    tile: int | None = None,
+    tile_search: bool | None = None,
+    eval_dir: Path | None = None,
+    pipeline: Path | None = None,
+    pipeline_weights: str | None = None,
+    on_progress: Progress = _noop,
+) -> dict:
+    """The whole ``lia-upscale bench`` report as one JSON-ready dict.
+
+    ``models`` (registry names) and ``weights`` (files, or folders of .pth/.safetensors)
+    name the models; none means the default x4 model. ``sizes``: square input edges.
+    ``tile``: the tiled case's tile edge (default: the engine's for the device).
+    ``tile_search`` (default: on CUDA) adds each model's largest tile per dtype.
+    ``eval_dir`` (a folder with ``x2``/``x4`` pair folders, e.g. Set5) adds each model's
+    PSNR-Y and a bicubic point, for the plot. ``pipeline`` (a folder of images) adds a
+    :func:`pipeline_check` with ``pipeline_weights`` (default: the first model).
+    """
+    from .api import resolve_model_source
+
+    if threads:
+        torch.set_num_threads(threads)
+    sources = [*models, *_expand_weights(weights)]
+    if not sources and (cases or eval_dir or not pipeline):
+        sources = [str(resolve_model_source(None, None, 4))]
+    report: dict = {
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "cases": list(cases),
+        "results": [],
+    }
+    if tile_search is None:
+        tile_search = device.type == "cuda"
+    loaded = []
+    for source in sources:
+        model = load_model(source)
+        loaded.append(model)
+        entry_results = []
+        for size in sizes:
+            if cases:
+                entry_results += bench_model(
+                    model, (size, size), device, dtypes, repeats=repeats, cases=cases,
+                    memory=memory, threads=threads, tile=tile, on_progress=on_progress,
+                )
+        if tile_search:
+            for dtype in dtypes:
+                on_progress(f"{source}: largest tile in {_precision_name(dtype)}")
+                found = largest_tile(memory_probe(model.module, device, dtype), resolution=48)
+                for r in entry_results:
+                    if r["precision"] == _precision_name(dtype):
+                        r["largest_tile"] = found
+                report.setdefault("largest_tile", []).append(
+                    {"model": source, "precision": _precision_name(dtype), "tile": found})
+        if eval_dir is not None:
+            on_progress(f"{source}: PSNR on {eval_dir / f'x{model.scale}'}")
+            engine = Engine(model.module, device, dtypes[0], 0)
+            psnr = set_psnr(lambda rgb: engine.run(rgb).clamp_(0, 1).permute(1, 2, 0).numpy(),
+                            eval_dir / f"x{model.scale}", model.scale)
+            for r in entry_results:
+                r["psnr_y"] = psnr
+            report.setdefault("quality", []).append(
+                {"model": source, "variant": model.variant, "scale": model.scale, "psnr_y": psnr})
+        report["results"] += entry_results
+    if len({torch.float16, torch.float32} & set(dtypes)) == 2:
+        report["fp16_vs_fp32"] = _fp16_vs_fp32(report["results"])
+    if eval_dir is not None:
+        scales = sorted({m.scale for m in loaded}) or [4]
+        report["bicubic"] = [bicubic_point((sizes[0], sizes[0]), s, eval_dir) for s in scales]
+    if pipeline is not None:
+        source = pipeline_weights or (sources[0] if sources else str(resolve_model_source(None, None, 2)))
+        report["pipeline"] = pipeline_check(
+            pipeline, source, device=str(device), precision=_precision_name(dtypes[0]),
+            repeats=repeats, on_progress=on_progress,
+        )
+    return report
+
+
+def _fp16_vs_fp32(results: Sequence[dict]) -> list[dict]:
+    out = []
+    by_key = {(r["model"], tuple(r["size"]), r["precision"]): r for r in results}
+    for (model, size, prec), r in by_key.items():
+        other = by_key.get((model, size, "fp32"))
+        if prec != "fp16" or other is None:
+            continue
+        entry = {"model": model, "size": list(size)}
+        for case in ("whole", "tiled"):
+            if case in r["cases"] and case in other["cases"]:
+                entry[case] = other["cases"][case]["seconds"] / r["cases"][case]["seconds"]
+        out.append(entry)
+    return out

@@ -1,0 +1,178 @@
+"""lia-upscale bench: the report's shape, the FLOP count, and ours against the naive forward."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from torch import nn
+
+from conftest import BENCHMARK, OFFICIAL, need, official_files
+from lia_upscale.bench import largest_tile, macs_per_pixel, pipeline_check, synthetic_image
+from lia_upscale.benchplot import draw_tradeoff, tradeoff_points
+from lia_upscale.cli import main
+from lia_upscale.engine import Engine
+from lia_upscale.models import load_model, save_weights
+from lia_upscale.nn import VARIANTS, PlainUSR
+
+CASE_KEYS = {"seconds", "samples", "output_mp_s", "gflop_s", "peak_mib", "tile", "max_abs_diff"}
+
+
+def _random_weights(tmp_path: Path, variant: str, scale: int) -> Path:
+    torch.manual_seed(0)
+    module = PlainUSR(VARIANTS[variant].with_scale(scale)).eval()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_(0.0, 0.05)
+    path = tmp_path / f"random-{variant}-x{scale}.safetensors"
+    save_weights(path, module, variant=variant, scale=scale)
+    return path
+
+
+def test_bench_command_prints_one_json_object(tmp_path: Path) -> None:
+    weights = _random_weights(tmp_path, "S", 2)
+    result = CliRunner().invoke(main, ["bench", "--weights", str(weights), "--size", "24", "--size", "30",
+                                       "--repeats", "2", "--threads", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert {"device", "device_name", "torch", "threads", "repeats", "results"} <= set(report)
+    assert report["device"] == "cpu" and report["threads"] == 1 and report["repeats"] == 2
+    assert [r["size"] for r in report["results"]] == [[24, 24], [30, 30]]
+    for r in report["results"]:
+        assert r["variant"] == "S" and r["scale"] == 2 and r["precision"] == "fp32"
+        assert r["macs_per_pixel"] == pytest.approx(macs_per_pixel(load_model(weights).module))
+        assert set(r["cases"]) == {"naive", "whole", "tiled"}
+        for case in r["cases"].values():
+            assert set(case) == CASE_KEYS
+            assert len(case["samples"]) == 2 and case["seconds"] > 0 and case["output_mp_s"] > 0
+            assert case["peak_mib"] is not None  # measured in a subprocess
+            assert case["max_abs_diff"] < 1e-5  # a random model, the same network
+        mp = r["size"][0] * r["size"][1] * 4 / 1e6
+        assert r["cases"]["whole"]["output_mp_s"] == pytest.approx(mp / r["cases"]["whole"]["seconds"])
+        assert set(r["ratios"]) == {"whole_vs_naive", "tiled_vs_naive", "tiled_vs_whole"}
+        ratio = r["cases"]["naive"]["seconds"] / r["cases"]["whole"]["seconds"]
+        assert r["ratios"]["whole_vs_naive"] == pytest.approx(ratio)
+
+
+def test_bench_table_and_case_selection(tmp_path: Path) -> None:
+    weights = _random_weights(tmp_path, "U", 4)
+    result = CliRunner().invoke(main, ["bench", "--weights", str(weights), "--size", "16", "--repeats", "1",
+                                       "--cases", "whole", "--no-memory"])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if "16x16" in line]
+    assert len(rows) == 1 and "whole" in rows[0] and "random-U-x4" in rows[0]
+    bad = CliRunner().invoke(main, ["bench", "--weights", str(weights), "--cases", "fastest"])
+    assert bad.exit_code == 2 and "--cases" in bad.stderr
+    no_eval = CliRunner().invoke(main, ["bench", "--weights", str(weights), "--plot", str(tmp_path / "p.png")])
+    assert no_eval.exit_code == 2 and "--eval-dir" in no_eval.stderr
+
+
+def test_flops_of_base_x4_analytically() -> None:
+    """285,025 multiply-adds per input pixel: head 1,809, ten 3x3 block convs 248,832,
+    LIA 5,440 (1x1 convs at full size, the rest on 1/9 and 1/36 of the pixels), tail 28,944."""
+    module = PlainUSR(VARIANTS["base"])
+    assert macs_per_pixel(module) == 285_025
+    assert macs_per_pixel(module) == pytest.approx(285_000, rel=0.02)
+
+
+@pytest.mark.parametrize(("variant", "scale"), [("base", 4), ("U", 2), ("L", 2)])
+def test_flops_agree_with_counting_a_forward(variant: str, scale: int) -> None:
+    """Count every convolution's multiply-adds on a real forward with hooks: within 2%."""
+    module = PlainUSR(VARIANTS[variant].with_scale(scale)).eval()
+    total = [0]
+
+    def hook(conv: nn.Conv2d, inputs, output) -> None:
+        kh, kw = conv.kernel_size
+        total[0] += output.shape[-2] * output.shape[-1] * conv.out_channels * conv.in_channels * kh * kw
+
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            m.register_forward_hook(hook)
+    with torch.no_grad():
+        module(torch.rand(1, 3, 240, 240))
+    assert total[0] / 240**2 == pytest.approx(macs_per_pixel(module), rel=0.02)
+
+
+def test_largest_tile_search() -> None:
+    assert largest_tile(lambda t: t <= 1000) == 996
+    assert largest_tile(lambda t: t <= 1000, resolution=48) == 960
+    assert largest_tile(lambda t: False) == 0
+    assert largest_tile(lambda t: True, limit=4000) == 3996  # the limit, to the resolution
+    probes: list[int] = []
+    largest_tile(lambda t: probes.append(t) or t <= 3000, resolution=96)
+    assert len(probes) <= 12  # doubling, then bisecting: a few probes, not a scan
+
+
+def _pairs(folder: Path, scale: int, count: int = 2) -> None:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(scale)
+    for i in range(count):
+        hr = (rng.random((12 * scale, 16 * scale, 3)) * 255).astype(np.uint8)
+        Image.fromarray(hr).save(folder / f"img_{i:03d}_HR.png")
+        Image.fromarray(hr).resize((16, 12), Image.BICUBIC).save(folder / f"img_{i:03d}_LR.png")
+
+
+def test_plot_from_measured_throughput_and_psnr(tmp_path: Path) -> None:
+    for s in (2, 4):
+        _pairs(tmp_path / "set" / f"x{s}", s)
+    weights = [_random_weights(tmp_path, "U", 2), _random_weights(tmp_path, "S", 4)]
+    plot = tmp_path / "plot.png"
+    result = CliRunner().invoke(main, ["bench", "--weights", str(weights[0]), "--weights", str(weights[1]),
+                                       "--size", "16", "--repeats", "1", "--cases", "tiled", "--no-memory",
+                                       "--eval-dir", str(tmp_path / "set"), "--plot", str(plot), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [q["scale"] for q in report["quality"]] == [2, 4]
+    assert all(np.isfinite(q["psnr_y"]) for q in report["quality"])
+    assert [b["scale"] for b in report["bicubic"]] == [2, 4]
+    points = tradeoff_points(report)
+    assert {p["series"] for p in points} == {"x2", "x4", "bicubic"} and len(points) == 4
+    with Image.open(plot) as im:
+        assert im.format == "PNG" and im.size == (1200, 760)
+        colours = {c for _, c in im.getcolors(1 << 20)}
+    assert (31, 119, 180) in colours and (255, 127, 14) in colours  # both series drawn
+
+
+def test_plot_needs_points(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no model"):
+        draw_tradeoff({"results": []}, tmp_path / "empty.png")
+
+
+def test_pipeline_check_reports_wall_against_compute(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray((rng.random((40, 56, 3)) * 255).astype(np.uint8)).save(folder / f"p{i}.jpg", quality=90)
+    report = pipeline_check(folder, _random_weights(tmp_path, "U", 2), device="cpu", repeats=2)
+    assert report["images"] == 3 and report["formats"] == ["JPEG"]
+    assert len(report["compute_samples"]) == len(report["wall_samples"]) == 2
+    assert report["ratio"] == pytest.approx(
+        float(np.median([w / c for w, c in zip(report["wall_samples"], report["compute_samples"])])))
+    assert report["input_mp"] == pytest.approx(3 * 40 * 56 / 1e6)
+
+
+@pytest.mark.parametrize("name", official_files())
+def test_ours_equals_the_naive_forward_on_real_weights(name: str) -> None:
+    """The Engine (whole image, and small seam-exact tiles) within 1/255 of the plain module."""
+    model = load_model(need(OFFICIAL / name))
+    lr = need(BENCHMARK / "Set14" / f"x{model.scale}" / f"img_005_SRF_{model.scale}_LR.png")
+    with Image.open(lr) as im:
+        image = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+    with torch.no_grad():
+        naive = model.module(image[None])[0]
+    whole = Engine(model.module, torch.device("cpu"), torch.float32, 0).run(image)
+    tiled = Engine(model.module, torch.device("cpu"), torch.float32, 60).run(image)
+    assert (whole - naive).abs().max() < 1 / 255
+    assert (tiled - naive).abs().max() < 1 / 255
+    assert (whole - naive).abs().max() < 1e-4  # in fact float rounding only
+
+
+def test_synthetic_image_is_reproducible() -> None:
+    a, b = synthetic_image(30, 40), synthetic_image(30, 40)
+    assert torch.equal(a, b) and a.shape == (3, 30, 40) and 0 <= float(a.min()) and float(a.max()) <= 1
