@@ -143,14 +143,19 @@ class Upscaler:
         """Clamp, resample to ``outscale`` (if given) and convert :meth:`run_network`'s output."""
         h, w = picture.rgb.shape[:2]
         target = output_size(h, w, outscale) if outscale else (h * self.scale, w * self.scale)
-        rgb = _resample(output.rgb.clamp_(0, 1), target)
+        rgb = output.rgb
+        if tuple(rgb.shape[-2:]) != target:
+            rgb = _resample(rgb.clamp_(0, 1), target)
+        # clamp and lay out as (H, W, 3) in one single-threaded pass (it runs beside the network)
+        pixels = np.empty((*target, 3), dtype=np.float32)
+        np.clip(rgb.numpy().transpose(1, 2, 0), 0, 1, out=pixels)
         alpha = None
         if isinstance(output.alpha, float):
             alpha = np.full(target, output.alpha, dtype=np.float32)
         elif output.alpha is not None:
             up = output.alpha.clamp_(0, 1).mean(0, keepdim=True)
             alpha = _resample(up, target)[0].clamp_(0, 1).numpy()
-        return picture.with_pixels(rgb.clamp_(0, 1).permute(1, 2, 0).numpy(), alpha)
+        return picture.with_pixels(pixels, alpha)
 
     def upscale_picture(
         self,

@@ -14,16 +14,22 @@ from .allocator import reuse_freed_memory
 from .nn import Placement, PlainUSR
 from .nn.inference import infer
 
-__all__ = ["Engine", "DEFAULT_TILE", "DEFAULT_CPU_TILE", "default_tile"]
+__all__ = ["Engine", "DEFAULT_TILE", "DEFAULT_CPU_TILE", "DEFAULT_CPU_LARGE_TILE", "LARGE_IMAGE_PIXELS", "default_tile"]
 
 #: Default tile edge in input pixels on CUDA, chosen by measurement (see README, "Tiling").
 DEFAULT_TILE = 512
-#: Default tile edge on the CPU. The CPU's throughput does not depend on the tile size,
-#: so the tile is as large as memory comfortably allows: the context each tile recomputes
-#: costs up to (1 + 2 * 48 / tile)^2 in pixels, 1.41x at 512 and 1.19x at 1032, and images
-#: up to 1032 pixels on a side (1 MP) run as one tile. A multiple of 6 (LIA's alignment),
-#: so that the tile is used as given. Measured peak memory and speed: README, "Performance".
+#: Default tile edge on the CPU, in input pixels. Measured on base x4, one thread of an
+#: AVX-512 core: the context each tile recomputes costs up to (1 + 2 * 48 / tile)^2 in
+#: pixels (1.41x at 512, 1.19x at 1032), and 1024x1024 tiled at 512 runs at 0.76x the
+#: whole-image speed; very large tiles are slow again (a 2048x2048 image whole: 0.74x the
+#: speed of its four 1032 tiles) and memory-hungry. 1032 runs images up to 1 MP as one
+#: tile; a multiple of 6 (LIA's alignment), so that the tile is used as given.
 DEFAULT_CPU_TILE = 1032
+#: On the CPU, images above this many input pixels use :data:`DEFAULT_CPU_LARGE_TILE`
+#: instead: their float32 output accumulator is already large (12 bytes per output pixel),
+#: and a 2832x2128 photo at x4 with base peaked at 3.95 GB with 1032 tiles.
+LARGE_IMAGE_PIXELS = 2_000_000
+DEFAULT_CPU_LARGE_TILE = 516
 
 
 def default_tile(device: torch.device) -> int:
@@ -54,6 +60,7 @@ class Engine:
         self.device = device
         self.dtype = dtype
         self.tile = default_tile(device) if tile is None else int(tile)
+        self._auto_tile = tile is None
         self.scale = module.scale
         # channels-last: faster float32 convolutions, and 10x faster float16 ones on the CPU
         # a copy: the caller's float32 module stays as it is (and serves the fallback)
@@ -98,11 +105,15 @@ class Engine:
         Returns a (3, sH, sW) float32 CPU tensor, not clamped.
         """
         image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1) if isinstance(rgb, np.ndarray) else rgb
-        with reuse_freed_memory() if self.device.type == "cpu" else contextlib.nullcontext():
+        tile = self.tile
+        cpu = self.device.type == "cpu"
+        if self._auto_tile and cpu and image.shape[-2] * image.shape[-1] > LARGE_IMAGE_PIXELS:
+            tile = min(tile, DEFAULT_CPU_LARGE_TILE)
+        with reuse_freed_memory() if cpu else contextlib.nullcontext():
             result = tiling.upscale(
-                image, self._forward, self.contract, self.tile,
+                image, self._forward, self.contract, tile,
                 max_batch_pixels=self.max_batch_pixels, on_tile=on_tile,
             )
-        # keep what an out-of-memory retry settled on for the rest of the batch
-        self.tile, self.max_batch_pixels = result.tile, result.max_batch_pixels
+        if result.retries:  # keep what an out-of-memory retry settled on for the rest of the batch
+            self.tile, self.max_batch_pixels = min(self.tile, result.tile), result.max_batch_pixels
         return result.image

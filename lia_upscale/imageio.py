@@ -705,12 +705,18 @@ def _format_name(fmt: str) -> str:
 
 
 def _quantize(x: np.ndarray, bits: int) -> np.ndarray:
-    top = 65535.0 if bits == 16 else 255.0
-    out = np.clip(x, 0.0, 1.0, dtype=np.float32)
-    np.nan_to_num(out, copy=False, nan=0.0)
-    out *= np.float32(top)
-    np.rint(out, out=out)
-    return out.astype(np.uint16 if bits == 16 else np.uint8)
+    """Clip to [0, 1] (NaN -> 0), scale and round to uint8/uint16, a band of rows at a time
+    so that a 96-MP picture needs no second full-size float copy."""
+    top = np.float32(65535.0 if bits == 16 else 255.0)
+    out = np.empty(x.shape, dtype=np.uint16 if bits == 16 else np.uint8)
+    rows = max(1, (1 << 22) // max(1, x[0].size))  # about 16 MB of float32 per band
+    for r in range(0, x.shape[0], rows):
+        band = np.clip(x[r : r + rows], 0.0, 1.0, dtype=np.float32)
+        np.nan_to_num(band, copy=False, nan=0.0)
+        band *= top
+        np.rint(band, out=band)
+        out[r : r + rows] = band
+    return out
 
 
 def _samples(picture: Picture, gray: bool, keep_alpha: bool, bits: int) -> np.ndarray:

@@ -167,7 +167,8 @@ class Tile:
 class TileResult:
     """What :func:`upscale` returns.
 
-    ``image``: (C, H * scale, W * scale) float32 on the CPU, in ``fn``'s value range.
+    ``image``: (C, H * scale, W * scale) float32 on the CPU, in ``fn``'s value range; a view
+    of (H, W, C) storage, so ``image.permute(1, 2, 0)`` is contiguous pixels without a copy.
     ``tile``: the tile size finally used; smaller than the one asked for only after an
     out-of-memory retry, so pass it to the next call to keep the smaller size.
     ``max_batch_pixels``: likewise for the batch budget. ``retries``: out-of-memory retries.
@@ -431,7 +432,8 @@ def upscale(
         image = F.pad(image[None], (0, pad_w, 0, pad_h), mode="replicate")[0]
     full_h, full_w = image.shape[-2:]
     s = contract.scale
-    out = torch.zeros((c, full_h * s, full_w * s), dtype=torch.float32)
+    # (C, H, W) view of (H, W, C) storage: callers that want pixels get them without a copy
+    out = torch.zeros((full_h * s, full_w * s, c), dtype=torch.float32).permute(2, 0, 1)
     retries = 0
     with torch.no_grad():
         while True:
@@ -457,5 +459,5 @@ def upscale(
                 )
             tile = current // 2
     if pad_h or pad_w:
-        out = out[:, : height * s, : width * s].clone()
+        out = out[:, : height * s, : width * s].permute(1, 2, 0).contiguous().permute(2, 0, 1)
     return TileResult(out, tile, max_batch_pixels, retries)

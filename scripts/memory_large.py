@@ -21,7 +21,7 @@ CHILD = """
 import json, sys, time, io
 from lia_upscale import Upscaler, imageio
 photo, weights, tile = sys.argv[1], sys.argv[2], int(sys.argv[3])
-up = Upscaler(weights=weights, device="cpu", precision="fp32", tile=tile)
+up = Upscaler(weights=weights, device="cpu", precision="fp32", tile=None if tile < 0 else tile)
 pic = imageio.decode(photo)
 t = time.perf_counter()
 out = up.upscale_picture(pic)
@@ -29,7 +29,7 @@ seconds = time.perf_counter() - t
 buf = io.BytesIO()
 imageio.encode(out, buf, "JPEG")
 peak = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
-print(json.dumps({"tile": up.engine.tile, "in": [pic.width, pic.height], "out": [out.width, out.height],
+print(json.dumps({"tile": "default" if tile < 0 else tile, "in": [pic.width, pic.height], "out": [out.width, out.height],
                   "seconds": round(seconds, 1), "peak_rss_gb": round(int(peak) / 2**20, 2)}))
 """
 
@@ -39,9 +39,7 @@ def main() -> None:
     ap.add_argument("photo", nargs="?", default=str(next((ROOT.parent / "shared/datasets/large/sceaux").glob("*.JPG"))))
     ap.add_argument("--weights", default=str(ROOT.parent / "shared/weights/plainusr/PlainUSR_Rep_x4.pth"))
     args = ap.parse_args()
-    from lia_upscale.engine import DEFAULT_TILE
-
-    for name, tile in (("tiled (default)", DEFAULT_TILE), ("whole image", 0)):
+    for name, tile in (("tiled (CPU default)", -1), ("whole image", 0)):
         run = subprocess.run([sys.executable, "-c", CHILD, args.photo, args.weights, str(tile)],
                              capture_output=True, text=True, check=True)
         print(json.dumps({"case": name, **json.loads(run.stdout.strip().splitlines()[-1])}))
