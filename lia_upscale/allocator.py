@@ -8,12 +8,16 @@ a virtualised AVX-512 machine: 917,000 minor page faults and about half of the t
 
 :func:`reuse_freed_memory` turns ``mmap`` and heap trimming off for the duration, so freed
 blocks are reused from the heap, and gives the freed memory back to the system
-(``malloc_trim``) when the outermost use ends. On other C libraries it does nothing.
+(``malloc_trim``) when the outermost use ends. The price is fragmentation: the peak
+resident memory of a tiled 6 MP base x4 run grows from 2.0 to 3.6 GB (1.26x faster).
+``LIA_UPSCALE_REUSE_MEMORY=0`` in the environment turns it off; on other C libraries it
+does nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 import sys
 import threading
@@ -62,7 +66,7 @@ def reuse_freed_memory() -> Iterator[None]:
     its settled thresholds) and free memory is returned to the system.
     """
     global _depth
-    if _libc is None:
+    if _libc is None or os.environ.get("LIA_UPSCALE_REUSE_MEMORY", "1") == "0":
         yield
         return
     with _lock:

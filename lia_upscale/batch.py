@@ -7,7 +7,6 @@ the network's time (measured: ``lia-upscale bench --pipeline FOLDER``).
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -16,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import imageio
-from .allocator import reuse_freed_memory
 from .api import NetworkOutput, Upscaler, save
 from .errors import LiaError
 
@@ -199,8 +197,8 @@ def run_jobs(
     calling thread: decoding runs one image ahead in a worker thread, and finishing
     (clamp, resample, conversion) and encoding run behind in up to
     :data:`ENCODES_IN_FLIGHT` worker threads, so a slow encoder (a big PNG) stalls the
-    network only when that many images wait. On the CPU freed memory is kept for reuse
-    for the whole batch (:func:`~lia_upscale.allocator.reuse_freed_memory`). On
+    network only when that many images wait. (The engine decides per image whether freed
+    memory is kept for reuse; see :class:`~lia_upscale.engine.Engine`.) On
     KeyboardInterrupt the encodes in flight are finished (or their temporary files
     removed) before the interrupt propagates; outcomes reported so far stand.
     """
@@ -218,10 +216,9 @@ def run_jobs(
         else:
             todo.append(job)
 
-    cpu = upscaler.engine.device.type == "cpu"
-    with reuse_freed_memory() if cpu else contextlib.nullcontext(), ThreadPoolExecutor(
-        1, thread_name_prefix="decode"
-    ) as decoder, ThreadPoolExecutor(ENCODES_IN_FLIGHT, thread_name_prefix="encode") as encoder:
+    with ThreadPoolExecutor(1, thread_name_prefix="decode") as decoder, ThreadPoolExecutor(
+        ENCODES_IN_FLIGHT, thread_name_prefix="encode"
+    ) as encoder:
         writing: list[_Pending] = []
 
         def finish_writes(keep: int | None) -> None:
