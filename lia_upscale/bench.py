@@ -18,7 +18,6 @@ input pixels, so tiling overlap is not counted as useful work.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import platform
@@ -342,7 +341,7 @@ def memory_probe(module: PlainUSR, device: torch.device, dtype: torch.dtype) -> 
     Runs the engine's network (channels-last, ``dtype``) and frees the cache after each
     probe; errors other than running out of memory propagate.
     """
-    net = Engine(module, device, dtype, 0)._module
+    net = Engine(module, device, dtype, 0).network
 
     def fits(t: int) -> bool:
         try:
@@ -409,8 +408,12 @@ def pipeline_check(
     ``ratio`` = wall / compute: 1.0 means all of the file work is hidden. Repeats
     alternate and report medians; ``decode_s``, ``finish_s`` and ``encode_s`` are what the
     hidden work costs on its own (measured once, sequentially).
+
+    Where the rest goes: ``network_in_batch_s`` is the network's time inside the batch
+    (above ``compute_s`` when the worker threads compete with it for the cores) and
+    ``waiting_s`` = wall - network in batch, the calling thread's time outside the network
+    (the first decode, the last encode, and any stall of the pipeline).
     """
-    from .allocator import reuse_freed_memory
     from .api import Upscaler
     from .batch import plan_jobs, run_jobs
 
@@ -425,29 +428,41 @@ def pipeline_check(
             decode_s.append(time.perf_counter() - t0)
         on_progress(f"pipeline: {len(jobs)} images, warm-up")
         up.run_network(pictures[0])
+        network = up.run_network
+        in_batch: list[list[float]] = []
+
+        def timed(picture: imageio.Picture, on_tile=None):
+            t0 = time.perf_counter()
+            output = network(picture, on_tile)
+            in_batch[-1].append(time.perf_counter() - t0)
+            return output
+
         for r in range(repeats):
             on_progress(f"pipeline: repeat {r + 1}/{repeats}, the network alone")
             times = []
-            # the same allocator setting run_jobs uses for a batch
-            with reuse_freed_memory() if up.engine.device.type == "cpu" else contextlib.nullcontext():
-                for job, pic in zip(jobs, pictures):
+            for job, pic in zip(jobs, pictures):
+                t0 = time.perf_counter()
+                output = network(pic)
+                times.append(time.perf_counter() - t0)
+                if r == 0:
                     t0 = time.perf_counter()
-                    output = up.run_network(pic)
-                    times.append(time.perf_counter() - t0)
-                    if r == 0:
-                        t0 = time.perf_counter()
-                        result = up.finish_picture(pic, output)
-                        finish_s.append(time.perf_counter() - t0)
-                        t0 = time.perf_counter()
-                        imageio.encode(result, _Sink(), job.fmt, quality=quality, dpi_scale=up.scale)
-                        encode_s.append(time.perf_counter() - t0)
-                        del result
-                    del output
+                    result = up.finish_picture(pic, output)
+                    finish_s.append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    imageio.encode(result, _Sink(), job.fmt, quality=quality, dpi_scale=up.scale)
+                    encode_s.append(time.perf_counter() - t0)
+                    del result
+                del output
             compute.append(sum(times))
             on_progress(f"pipeline: repeat {r + 1}/{repeats}, run_jobs")
-            t0 = time.perf_counter()
-            outcomes = run_jobs(jobs, up, overwrite=True, quality=quality)
-            walls.append(time.perf_counter() - t0)
+            in_batch.append([])
+            up.run_network = timed  # type: ignore[method-assign]
+            try:
+                t0 = time.perf_counter()
+                outcomes = run_jobs(jobs, up, overwrite=True, quality=quality)
+                walls.append(time.perf_counter() - t0)
+            finally:
+                del up.run_network
             failed = [o for o in outcomes if o.status != "done"]
             if failed:
                 raise RuntimeError(f"pipeline: {failed[0].job.src}: {failed[0].error}")
@@ -462,6 +477,8 @@ def pipeline_check(
         "compute_s": _median(compute),
         "wall_s": _median(walls),
         "ratio": _median([w / c for w, c in zip(walls, compute)]),
+        "network_in_batch_s": _median([sum(t) for t in in_batch]),
+        "waiting_s": _median([w - sum(t) for w, t in zip(walls, in_batch)]),
         "decode_s": sum(decode_s),
         "finish_s": sum(finish_s),
         "encode_s": sum(encode_s),

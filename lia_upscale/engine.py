@@ -77,6 +77,11 @@ class Engine:
             context=tiling.DEFAULT_CONTEXT,
         )
 
+    @property
+    def network(self) -> PlainUSR:
+        """The module as it runs: the engine's copy on its device, in its dtype, channels-last."""
+        return self._module
+
     def _float32(self) -> PlainUSR:
         if self._fp32 is None:
             fp32 = copy.deepcopy(self._source).float()
@@ -118,5 +123,7 @@ class Engine:
                 max_batch_pixels=self.max_batch_pixels, on_tile=on_tile,
             )
         if result.retries:  # keep what an out-of-memory retry settled on for the rest of the batch
-            self.tile, self.max_batch_pixels = min(self.tile, result.tile), result.max_batch_pixels
+            # (tile 0, the whole image, is larger than any tile it shrank to)
+            shrunk = result.tile if self.tile <= 0 else min(self.tile, result.tile)
+            self.tile, self.max_batch_pixels = shrunk, result.max_batch_pixels
         return result.image

@@ -87,7 +87,8 @@ def check_throughput(shared: Path, device: torch.device, dry: bool, repeats: int
             continue
         model = load_model(path)
         for size in sizes:
-            results += bench_model(model, size, device, dtypes, repeats=repeats, memory=device.type == "cuda")
+            results += bench_model(model, size, device, dtypes, repeats=repeats, memory=device.type == "cuda",
+                                   on_progress=lambda msg: print(f"    {msg}", flush=True))
     slim = [
         {
             "model": Path(r["model"]).name, "size": r["size"], "precision": r["precision"],
@@ -119,7 +120,7 @@ def check_largest_tile(shared: Path, device: torch.device, dry: bool) -> dict:
         module = load_model(path).module
         for dtype in (torch.float16, torch.float32):
             t0 = time.perf_counter()
-            tile = largest_tile(memory_probe(module, device, dtype), start=1024, limit=16384, resolution=96)
+            tile = largest_tile(memory_probe(module, device, dtype), start=2048, limit=16384, resolution=128)
             rows.append({"model": name, "precision": str(dtype).split(".")[-1], "tile": tile,
                          "seconds": time.perf_counter() - t0})
     return {"ok": all(r["tile"] > 0 for r in rows), "results": rows}
