@@ -146,9 +146,11 @@ class Upscaler:
         rgb = output.rgb
         if tuple(rgb.shape[-2:]) != target:
             rgb = _resample(rgb.clamp_(0, 1), target)
-        # clamp and lay out as (H, W, 3) in one single-threaded pass (it runs beside the network)
-        pixels = np.empty((*target, 3), dtype=np.float32)
-        np.clip(rgb.numpy().transpose(1, 2, 0), 0, 1, out=pixels)
+        # clamp and lay out as (H, W, 3) in one single-threaded pass (it runs beside the
+        # network); in place when the engine's output already is (H, W, 3) storage
+        hwc = rgb.numpy().transpose(1, 2, 0)
+        pixels = hwc if hwc.flags.c_contiguous else np.empty((*target, 3), dtype=np.float32)
+        np.clip(hwc, 0, 1, out=pixels)
         alpha = None
         if isinstance(output.alpha, float):
             alpha = np.full(target, output.alpha, dtype=np.float32)

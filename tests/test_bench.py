@@ -155,6 +155,8 @@ def test_pipeline_check_reports_wall_against_compute(tmp_path: Path) -> None:
     assert report["ratio"] == pytest.approx(
         float(np.median([w / c for w, c in zip(report["wall_samples"], report["compute_samples"])])))
     assert report["input_mp"] == pytest.approx(3 * 40 * 56 / 1e6)
+    assert 0 < report["network_in_batch_s"] < report["wall_s"]
+    assert report["waiting_s"] > 0  # the first decode and the last encode at least
 
 
 @pytest.mark.parametrize("name", official_files())
