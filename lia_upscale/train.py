@@ -15,6 +15,7 @@ from PIL import Image
 
 from .bicubic import matlab_downscale_uint8
 from .errors import LiaError
+from .evaluate import find_pairs
 from .metrics import psnr_y
 from .nn import VARIANTS, PlainUSR
 
@@ -79,10 +80,7 @@ def load_pairs(dirs: Sequence[Path], scale: int, min_hr: int) -> list[tuple[np.n
 
 def benchmark_pairs(folder: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     """The ``*_HR.png`` / ``*_LR.png`` pairs of a benchmark folder as (hr, lr) arrays."""
-    out = []
-    for lr_path in sorted(Path(folder).glob("*_LR.png")):
-        out.append((_load_rgb(lr_path.with_name(lr_path.name.replace("_LR", "_HR"))), _load_rgb(lr_path)))
-    return out
+    return [(_load_rgb(hr), _load_rgb(lr)) for lr, hr in find_pairs(Path(folder))]
 
 
 def init_identity(model: PlainUSR) -> None:
