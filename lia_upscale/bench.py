@@ -1,4 +1,4 @@
-"""Measured speed: the naive forward against the engine, whole and tiled; memory; batches.
+"""Measured speed: the naive forward against the engine, whole and tiled; memory; quality.
 
 Everything here returns data (JSON-ready dicts); the CLI (``lia-upscale bench``) prints.
 Speed claims are ratios measured in one process with the cases alternating, repeated,
@@ -24,7 +24,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import imageio
 from .device import PRECISIONS
 from .engine import Engine
 from .models import Model, load_model
@@ -50,7 +48,6 @@ __all__ = [
     "bench_model",
     "largest_tile",
     "memory_probe",
-    "pipeline_check",
     "set_psnr",
     "bicubic_point",
     "run_bench",
@@ -386,121 +383,6 @@ def largest_tile(
     return lo
 
 
-# --------------------------------------------------------------------------- pipeline
-
-
-def pipeline_check(
-    folder: Path,
-    weights: str | Path,
-    *,
-    device: str = "auto",
-    precision: str = "auto",
-    repeats: int = 1,
-    quality: int | None = None,
-    on_progress: Progress = _noop,
-) -> dict:
-    """Run a folder through :func:`~lia_upscale.batch.run_jobs` and compare with the network alone.
-
-    ``compute_s``: the sum over the images of the model's compute,
-    :meth:`Upscaler.run_network` on an already decoded picture (the network and the
-    tiling). ``wall_s``: the whole pipelined batch (decode ahead; finish, i.e. clamp and
-    convert, and encode behind; outputs in the input's format into a temporary folder).
-    ``ratio`` = wall / compute: 1.0 means all of the file work is hidden. Repeats
-    alternate and report medians; ``decode_s``, ``finish_s`` and ``encode_s`` are what the
-    hidden work costs on its own (measured once, sequentially).
-
-    Where the rest goes: ``network_in_batch_s`` is the network's time inside the batch
-    (above ``compute_s`` when the worker threads compete with it for the cores) and
-    ``waiting_s`` = wall - network in batch, the calling thread's time outside the network
-    (the first decode, the last encode, and any stall of the pipeline).
-    """
-    from .api import Upscaler
-    from .batch import plan_jobs, run_jobs
-
-    up = Upscaler(weights=weights, device=device, precision=precision)
-    with tempfile.TemporaryDirectory(prefix="lia-bench-") as tmp:
-        jobs = plan_jobs([str(folder)], tmp, fmt="same")
-        decode_s, finish_s, encode_s, compute, walls = [], [], [], [], []
-        pictures = []
-        for job in jobs:
-            t0 = time.perf_counter()
-            pictures.append(imageio.decode(job.src))
-            decode_s.append(time.perf_counter() - t0)
-        on_progress(f"pipeline: {len(jobs)} images, warm-up")
-        up.run_network(pictures[0])
-        network = up.run_network
-        in_batch: list[list[float]] = []
-
-        def timed(picture: imageio.Picture, on_tile=None):
-            t0 = time.perf_counter()
-            output = network(picture, on_tile)
-            in_batch[-1].append(time.perf_counter() - t0)
-            return output
-
-        for r in range(repeats):
-            on_progress(f"pipeline: repeat {r + 1}/{repeats}, the network alone")
-            times = []
-            for job, pic in zip(jobs, pictures):
-                t0 = time.perf_counter()
-                output = network(pic)
-                times.append(time.perf_counter() - t0)
-                if r == 0:
-                    t0 = time.perf_counter()
-                    result = up.finish_picture(pic, output)
-                    finish_s.append(time.perf_counter() - t0)
-                    t0 = time.perf_counter()
-                    imageio.encode(result, _Sink(), job.fmt, quality=quality, dpi_scale=up.scale)
-                    encode_s.append(time.perf_counter() - t0)
-                    del result
-                del output
-            compute.append(sum(times))
-            on_progress(f"pipeline: repeat {r + 1}/{repeats}, run_jobs")
-            in_batch.append([])
-            up.run_network = timed  # type: ignore[method-assign]
-            try:
-                t0 = time.perf_counter()
-                outcomes = run_jobs(jobs, up, overwrite=True, quality=quality)
-                walls.append(time.perf_counter() - t0)
-            finally:
-                del up.run_network
-            failed = [o for o in outcomes if o.status != "done"]
-            if failed:
-                raise RuntimeError(f"pipeline: {failed[0].job.src}: {failed[0].error}")
-    pixels = sum(p.height * p.width for p in pictures)
-    return {
-        "folder": str(folder),
-        "model": str(weights),
-        "images": len(jobs),
-        "input_mp": pixels / 1e6,
-        "formats": sorted({j.fmt for j in jobs}),
-        "threads": torch.get_num_threads(),
-        "compute_s": _median(compute),
-        "wall_s": _median(walls),
-        "ratio": _median([w / c for w, c in zip(walls, compute)]),
-        "network_in_batch_s": _median([sum(t) for t in in_batch]),
-        "waiting_s": _median([w - sum(t) for w, t in zip(walls, in_batch)]),
-        "decode_s": sum(decode_s),
-        "finish_s": sum(finish_s),
-        "encode_s": sum(encode_s),
-        "compute_samples": compute,
-        "wall_samples": walls,
-    }
-
-
-class _Sink:
-    """A binary stream that only counts: encoding cost without the disk."""
-
-    def __init__(self) -> None:
-        self.size = 0
-
-    def write(self, data) -> int:
-        self.size += len(data)
-        return len(data)
-
-
-# ---------------------------------------------------------------- quality for the plot
-
-
 def set_psnr(upscale: Callable, folder: Path, scale: int) -> float:
     """Mean PSNR-Y over the pairs in ``folder`` (BasicSR protocol) of ``upscale`` (float HWC)."""
     from .evaluate import evaluate, find_pairs
@@ -625,6 +507,8 @@ def run_bench(
         scales = sorted({m.scale for m in loaded}) or [4]
         report["bicubic"] = [bicubic_point((sizes[0], sizes[0]), s, eval_dir) for s in scales]
     if pipeline is not None:
+        from .benchpipeline import pipeline_check
+
         source = pipeline_weights or (sources[0] if sources else str(resolve_model_source(None, None, 2)))
         report["pipeline"] = pipeline_check(
             pipeline, source, device=str(device), precision=_precision_name(dtypes[0]),

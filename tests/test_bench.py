@@ -13,7 +13,8 @@ from PIL import Image
 from torch import nn
 
 from conftest import BENCHMARK, OFFICIAL, need, official_files
-from lia_upscale.bench import largest_tile, macs_per_pixel, pipeline_check, synthetic_image
+from lia_upscale.bench import largest_tile, macs_per_pixel, run_bench, synthetic_image
+from lia_upscale.benchpipeline import pipeline_check
 from lia_upscale.benchplot import draw_tradeoff, tradeoff_points
 from lia_upscale.cli import main
 from lia_upscale.engine import Engine
@@ -157,6 +158,15 @@ def test_pipeline_check_reports_wall_against_compute(tmp_path: Path) -> None:
     assert report["input_mp"] == pytest.approx(3 * 40 * 56 / 1e6)
     assert 0 < report["network_in_batch_s"] < report["wall_s"]
     assert report["waiting_s"] > 0  # the first decode and the last encode at least
+
+
+def test_pipeline_defaults_to_the_embedded_x2_model(tmp_path: Path) -> None:
+    """``bench --pipeline`` with no model named runs the embedded default by its registry name."""
+    Image.fromarray(np.full((24, 30, 3), 128, np.uint8)).save(tmp_path / "a.png")
+    report = run_bench(cases=(), device=torch.device("cpu"), dtypes=[torch.float32], repeats=1, pipeline=tmp_path)
+    assert report["results"] == []
+    assert report["pipeline"]["model"] == "lia-u-x2"
+    assert report["pipeline"]["images"] == 1 and report["pipeline"]["formats"] == ["PNG"]
 
 
 @pytest.mark.parametrize("name", official_files())

@@ -9,13 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image, ImageCms, ImageOps
+from PIL import Image, ImageCms
 
 from lia_upscale import imageio
 from lia_upscale.cli import main
