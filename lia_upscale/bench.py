@@ -451,7 +451,7 @@ def run_bench(
     ``tile_search`` (default: on CUDA) adds each model's largest tile per dtype.
     ``eval_dir`` (a folder with ``x2``/``x4`` pair folders, e.g. Set5) adds each model's
     PSNR-Y and a bicubic point, for the plot. ``pipeline`` (a folder of images) adds a
-    :func:`pipeline_check` with ``pipeline_weights`` (default: the first model).
+    :func:`~lia_upscale.benchpipeline.pipeline_check` with ``pipeline_weights`` (default: the first model).
     """
     from .api import resolve_model_source
 

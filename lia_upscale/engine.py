@@ -14,7 +14,7 @@ from .allocator import reuse_freed_memory
 from .nn import Placement, PlainUSR
 from .nn.inference import infer
 
-__all__ = ["Engine", "DEFAULT_TILE", "DEFAULT_CPU_TILE", "DEFAULT_CPU_LARGE_TILE", "LARGE_IMAGE_PIXELS", "default_tile"]
+__all__ = ["Engine", "DEFAULT_TILE", "DEFAULT_CPU_TILE", "LARGE_IMAGE_PIXELS", "REUSE_MAX_MAP_BYTES", "default_tile"]
 
 #: Default tile edge in input pixels on CUDA, chosen by measurement (see README, "Tiling").
 DEFAULT_TILE = 512
@@ -25,11 +25,15 @@ DEFAULT_TILE = 512
 #: speed of its four 1032 tiles) and memory-hungry. 1032 runs images up to 1 MP as one
 #: tile; a multiple of 6 (LIA's alignment), so that the tile is used as given.
 DEFAULT_CPU_TILE = 1032
-#: On the CPU, images above this many input pixels use :data:`DEFAULT_CPU_LARGE_TILE`
-#: instead: their float32 output accumulator is already large (12 bytes per output pixel),
-#: and a 2832x2128 photo at x4 with base peaked at 3.95 GB with 1032 tiles.
+#: On the CPU, freed memory is kept in the heap for reuse (:mod:`~lia_upscale.allocator`:
+#: no page faults, 1.4x faster on a 6-MP photo) for images up to this many input pixels,
+#: and for larger ones only while one full-width feature map of a tile batch takes at most
+#: :data:`REUSE_MAX_MAP_BYTES`: the heap then holds on to a few such maps, and beside a big
+#: photo's output accumulator (12 bytes per output pixel) that decides the peak. Measured
+#: on a 2832x2128 photo at x4, 1032 tiles: U 3.3 s / 2.2 GB with reuse, 5.7 s / 2.0 GB
+#: without; base 30 s / 3.5 GB with reuse, 37 s / 2.2 GB without.
 LARGE_IMAGE_PIXELS = 2_000_000
-DEFAULT_CPU_LARGE_TILE = 516
+REUSE_MAX_MAP_BYTES = 128 << 20
 
 
 def default_tile(device: torch.device) -> int:
@@ -60,7 +64,6 @@ class Engine:
         self.device = device
         self.dtype = dtype
         self.tile = default_tile(device) if tile is None else int(tile)
-        self._auto_tile = tile is None
         self.scale = module.scale
         # channels-last: faster float32 convolutions, and 10x faster float16 ones on the CPU
         # a copy: the caller's float32 module stays as it is (and serves the fallback)
@@ -102,6 +105,19 @@ class Engine:
             y = infer(self._float32(), x.float(), placements)
         return y.float()
 
+    def _reuse_memory(self, size: tuple[int, int]) -> bool:
+        """Whether this image runs with freed memory kept for reuse (see :data:`LARGE_IMAGE_PIXELS`)."""
+        if self.device.type != "cpu":
+            return False
+        pixels = size[0] * size[1]
+        if pixels <= LARGE_IMAGE_PIXELS:
+            return True
+        batch = pixels  # input pixels per network call: the whole image, or a batch of tiles
+        if self.tile > 0:
+            batch = min(pixels, max(self.max_batch_pixels, (self.tile + 2 * self.contract.context) ** 2))
+        width = self._module.config.features + 3
+        return width * batch * self.dtype.itemsize <= REUSE_MAX_MAP_BYTES
+
     def run(
         self, rgb: np.ndarray | torch.Tensor, on_tile: Callable[[int, int], None] | None = None
     ) -> torch.Tensor:
@@ -110,16 +126,9 @@ class Engine:
         Returns a (3, sH, sW) float32 CPU tensor, not clamped.
         """
         image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1) if isinstance(rgb, np.ndarray) else rgb
-        tile = self.tile
-        cpu = self.device.type == "cpu"
-        large = image.shape[-2] * image.shape[-1] > LARGE_IMAGE_PIXELS
-        if self._auto_tile and cpu and large:
-            tile = min(tile, DEFAULT_CPU_LARGE_TILE)
-        # heap reuse is faster but holds on to freed memory: not for big photos, whose
-        # peak it raised from 2.81 to 3.47 GB (2832x2128, base x4)
-        with reuse_freed_memory() if cpu and not large else contextlib.nullcontext():
+        with reuse_freed_memory() if self._reuse_memory(image.shape[-2:]) else contextlib.nullcontext():
             result = tiling.upscale(
-                image, self._forward, self.contract, tile,
+                image, self._forward, self.contract, self.tile,
                 max_batch_pixels=self.max_batch_pixels, on_tile=on_tile,
             )
         if result.retries:  # keep what an out-of-memory retry settled on for the rest of the batch

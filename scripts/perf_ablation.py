@@ -1,6 +1,6 @@
 """What each CPU optimisation of the engine is worth, measured in one process, alternating.
 
-    python scripts/perf_ablation.py [--weights FILE] [--size 512] [--repeats 5] [--threads 1]
+    python scripts/perf_ablation.py [--weights FILE] [--size 512] [--repeats 5] [--threads 1] [--compile]
 
 Variants, each timed ``--repeats`` times after a warm-up, all alternating; medians and
 ratios to the naive forward are printed as one JSON object:
@@ -11,7 +11,9 @@ ratios to the naive forward are printed as one JSON object:
 - ``infer``: :func:`lia_upscale.nn.inference.infer` (no concatenation, fused LIA);
 - ``infer_reuse_memory``: the same inside ``reuse_freed_memory()`` entered and left per
   call (so each call pays its first-touch page faults again, as one ``Engine.run`` does);
-- ``engine_whole``: ``Engine(tile=0).run``: the above plus the tiler's paste.
+- ``engine_whole``: ``Engine(tile=0).run``: the above plus the tiler's paste;
+- with ``--compile``, ``compiled_infer``: ``torch.compile`` of ``infer`` (inductor; its
+  compile time, paid at the first call, is reported as ``compile_seconds``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--compile", action="store_true", help="add torch.compile of infer (needs a C++ compiler)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,6 +75,19 @@ def main() -> None:
         "infer_reuse_memory": reused,
         "engine_whole": lambda: engine.run(image),
     }
+    compile_seconds = None
+    if args.compile:
+        compiled = torch.compile(lambda t: infer(cl, t, placed))
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            compiled(xc)
+        compile_seconds = time.perf_counter() - t0
+
+        def compiled_infer():
+            with torch.inference_mode():  # as at the first call, so no recompile
+                return compiled(xc)
+
+        variants["compiled_infer"] = compiled_infer
     reference = naive()[0]
     diffs = {k: float((f().reshape(reference.shape) - reference).abs().max()) for k, f in variants.items()}
     samples: dict[str, list[float]] = {k: [] for k in variants}
@@ -84,7 +100,7 @@ def main() -> None:
     flop = 2 * macs_per_pixel(m) * args.size**2
     print(json.dumps({
         "weights": args.weights, "size": args.size, "threads": torch.get_num_threads(), "repeats": args.repeats,
-        "seconds": med, "gflop_s": {k: flop / v / 1e9 for k, v in med.items()},
+        "compile_seconds": compile_seconds, "seconds": med, "gflop_s": {k: flop / v / 1e9 for k, v in med.items()},
         "vs_naive": {k: med["naive"] / v for k, v in med.items()},
         "max_abs_diff": diffs, "samples": samples,
     }, indent=1))

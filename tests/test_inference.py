@@ -9,6 +9,7 @@ import torch
 
 from conftest import DEVICE
 from lia_upscale.allocator import available, reuse_freed_memory
+from lia_upscale.engine import Engine
 from lia_upscale.nn import VARIANTS, Placement, PlainUSR
 from lia_upscale.nn.inference import _routes, infer
 
@@ -78,3 +79,17 @@ def test_reuse_freed_memory_nests_and_restores() -> None:
     after = infer(model, x)
     assert torch.equal(inner, outer) and torch.equal(outer, after)
     assert isinstance(available(), bool)
+
+
+@pytest.mark.parametrize(
+    ("variant", "tile", "size", "reuse"),
+    [
+        ("base", None, (1000, 1000), True),  # up to 2 MP: always
+        ("base", None, (2128, 2832), False),  # a 6-MP photo: 67 full-width channels of a 1128^2 tile
+        ("U", None, (2128, 2832), True),  # 19 channels: 97 MB a map
+        ("U", 0, (2128, 2832), False),  # the whole photo in one call
+    ],
+)
+def test_heap_reuse_only_where_the_memory_it_holds_stays_small(variant, tile, size, reuse) -> None:
+    engine = Engine(random_model(variant, 4), torch.device("cpu"), torch.float32, tile)
+    assert engine._reuse_memory(size) is reuse
