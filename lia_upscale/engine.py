@@ -14,7 +14,7 @@ from .allocator import reuse_freed_memory
 from .nn import Placement, PlainUSR
 from .nn.inference import infer
 
-__all__ = ["Engine", "DEFAULT_TILE", "DEFAULT_CPU_TILE", "LARGE_IMAGE_PIXELS", "REUSE_MAX_MAP_BYTES", "default_tile"]
+__all__ = ["Engine", "DEFAULT_TILE", "DEFAULT_CPU_TILE", "LARGE_IMAGE_PIXELS", "REUSE_BUDGET_BYTES", "default_tile"]
 
 #: Default tile edge in input pixels on CUDA, chosen by measurement (see README, "Tiling").
 DEFAULT_TILE = 512
@@ -26,14 +26,16 @@ DEFAULT_TILE = 512
 #: tile; a multiple of 6 (LIA's alignment), so that the tile is used as given.
 DEFAULT_CPU_TILE = 1032
 #: On the CPU, freed memory is kept in the heap for reuse (:mod:`~lia_upscale.allocator`:
-#: no page faults, 1.4x faster on a 6-MP photo) for images up to this many input pixels,
-#: and for larger ones only while one full-width feature map of a tile batch takes at most
-#: :data:`REUSE_MAX_MAP_BYTES`: the heap then holds on to a few such maps, and beside a big
-#: photo's output accumulator (12 bytes per output pixel) that decides the peak. Measured
-#: on a 2832x2128 photo at x4, 1032 tiles: U 3.3 s / 2.2 GB with reuse, 5.7 s / 2.0 GB
-#: without; base 30 s / 3.5 GB with reuse, 37 s / 2.2 GB without.
+#: no page faults, 1.3-1.7x faster on a 6-MP photo) for images up to this many input
+#: pixels, and for larger ones only while their estimated peak stays within
+#: :data:`REUSE_BUDGET_BYTES`: the output accumulator (12 bytes per output pixel) plus six
+#: full-width feature maps of a tile batch (the heap holds on to a few beside the live
+#: ones). Fitted on a 2832x2128 photo, 1032 tiles, with reuse: base x4 3.48 GB, U x4 2.22 GB,
+#: S x2 1.48 GB peak RSS (without: 2.23, 2.04, 1.11 GB); the estimate overshoots for the
+#: small models and keeps base x4 (and anything bigger) without reuse, under 3 GB.
 LARGE_IMAGE_PIXELS = 2_000_000
-REUSE_MAX_MAP_BYTES = 128 << 20
+REUSE_BUDGET_BYTES = 2 << 30
+_REUSE_MAPS = 6
 
 
 def default_tile(device: torch.device) -> int:
@@ -115,8 +117,9 @@ class Engine:
         batch = pixels  # input pixels per network call: the whole image, or a batch of tiles
         if self.tile > 0:
             batch = min(pixels, max(self.max_batch_pixels, (self.tile + 2 * self.contract.context) ** 2))
-        width = self._module.config.features + 3
-        return width * batch * self.dtype.itemsize <= REUSE_MAX_MAP_BYTES
+        map_bytes = (self._module.config.features + 3) * batch * self.dtype.itemsize
+        output_bytes = 12 * pixels * self.scale**2
+        return output_bytes + _REUSE_MAPS * map_bytes <= REUSE_BUDGET_BYTES
 
     def run(
         self, rgb: np.ndarray | torch.Tensor, on_tile: Callable[[int, int], None] | None = None

@@ -82,14 +82,16 @@ def test_reuse_freed_memory_nests_and_restores() -> None:
 
 
 @pytest.mark.parametrize(
-    ("variant", "tile", "size", "reuse"),
+    ("variant", "scale", "tile", "size", "reuse"),
     [
-        ("base", None, (1000, 1000), True),  # up to 2 MP: always
-        ("base", None, (2128, 2832), False),  # a 6-MP photo: 67 full-width channels of a 1128^2 tile
-        ("U", None, (2128, 2832), True),  # 19 channels: 97 MB a map
-        ("U", 0, (2128, 2832), False),  # the whole photo in one call
+        ("base", 4, None, (1000, 1000), True),  # up to 2 MP: always
+        ("base", 4, None, (2128, 2832), False),  # a 6-MP photo: 1.16 GB of output + 6 maps of 341 MB
+        ("base", 2, None, (2128, 2832), False),  # 0.29 GB of output, still 2.05 GB of maps
+        ("U", 4, None, (2128, 2832), True),  # 1.16 GB of output + 6 maps of 97 MB
+        ("S", 2, None, (2128, 2832), True),
+        ("U", 4, 0, (2128, 2832), False),  # the whole photo in one call
     ],
 )
-def test_heap_reuse_only_where_the_memory_it_holds_stays_small(variant, tile, size, reuse) -> None:
-    engine = Engine(random_model(variant, 4), torch.device("cpu"), torch.float32, tile)
+def test_heap_reuse_only_where_the_peak_it_adds_fits_the_budget(variant, scale, tile, size, reuse) -> None:
+    engine = Engine(random_model(variant, scale), torch.device("cpu"), torch.float32, tile)
     assert engine._reuse_memory(size) is reuse
