@@ -1,21 +1,29 @@
 """Batch jobs: walk inputs, mirror the tree under the output, and run them pipelined.
 
 Decoding the next image and finishing and encoding the previous ones run in worker
-threads while the network works on the current one, so a folder costs little more than
-the network's time (measured: ``lia-upscale bench --pipeline FOLDER``).
+threads while the network works on the current one; on a CPU, where memory allows, two
+images run at once with half the threads each, so that one's file work fills the cores
+while the other computes. A folder then costs little more than the network's time
+(measured: ``lia-upscale bench --pipeline FOLDER``).
 """
 
 from __future__ import annotations
 
 import glob
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from . import imageio
 from .api import NetworkOutput, Upscaler, save
+from .engine import REUSE_BUDGET_BYTES
 from .errors import LiaError
 
 __all__ = ["Job", "Outcome", "BatchEvents", "ENCODES_IN_FLIGHT", "plan_jobs", "run_jobs", "UsageError"]
@@ -182,6 +190,54 @@ def _finish_and_save(
     save(result, job.dst, job.fmt, quality, dpi_scale=result.height / picture.height)
 
 
+class _Stopped(Exception):
+    """Raised inside a lane when the batch is interrupted: the image is left unwritten."""
+
+
+def image_lanes(upscaler: Upscaler, sizes: Sequence[tuple[int, int]]) -> int:
+    """How many images the batch runs at once: 2 or 1.
+
+    Two, each with half the CPU threads, when the engine runs on a CPU with at least two
+    threads and two of the largest image fit :data:`~lia_upscale.engine.REUSE_BUDGET_BYTES`
+    together (:meth:`~lia_upscale.engine.Engine.working_bytes`): then one image's decoding
+    and encoding fill the cores while the other's network waits for them, instead of
+    competing with a network that holds every core (four 6-MP photos at x2 with U: 0.99x
+    the network time instead of 1.16x, measured by ``scripts/pipeline_workers_ab.py``).
+    One on CUDA, on one thread, and for big images on wide models.
+    """
+    engine = upscaler.engine
+    if engine.device.type != "cpu" or torch.get_num_threads() < 2 or len(sizes) < 2:
+        return 1
+    return 2 if 2 * max(engine.working_bytes(size) for size in sizes) <= REUSE_BUDGET_BYTES else 1
+
+
+@contextmanager
+def _interrupt_after() -> Iterator[None]:
+    """Hold a Ctrl-C back until the block is done (main thread only): an outcome is then
+    reported exactly once. Any other thread can receive the signal, but Python runs its
+    handler in the main thread, so blocking the signal would not do."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[tuple] = []
+    previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught and callable(previous):
+            previous(*caught[0])
+
+
+def _probed(job: Job) -> tuple[int, int]:
+    """(H, W) from the file's header; (0, 0) if unreadable (its decode will fail and say why)."""
+    try:
+        width, height = imageio.probe(job.src)
+    except LiaError:
+        return 0, 0
+    return height, width
+
+
 def run_jobs(
     jobs: Sequence[Job],
     upscaler: Upscaler,
@@ -190,10 +246,15 @@ def run_jobs(
     quality: int | None = None,
     outscale: float | None = None,
     events: BatchEvents | None = None,
+    lanes: int | None = None,
 ) -> list[Outcome]:
     """Run ``jobs`` in order; a failing file fails alone and the batch goes on.
 
-    Existing outputs are skipped unless ``overwrite``. Only the network runs on the
+    Existing outputs are skipped unless ``overwrite``. ``lanes``: images at once (None:
+    :func:`image_lanes` decides from the image headers). With two lanes, two worker
+    threads each decode, upscale and write whole images, torch's threads split between
+    them; ``on_tile`` then counts the tiles of the images in flight together, and outcomes
+    are still reported in job order. With one lane only the network runs on the
     calling thread: decoding runs one image ahead in a worker thread, and finishing
     (clamp, resample, conversion) and encoding run behind in up to
     :data:`ENCODES_IN_FLIGHT` worker threads, so a slow encoder (a big PNG) stalls the
@@ -215,6 +276,11 @@ def run_jobs(
             report(Outcome(job, "skipped"))
         else:
             todo.append(job)
+    if lanes is None:
+        lanes = image_lanes(upscaler, [_probed(job) for job in todo])
+    if lanes > 1 and len(todo) > 1:
+        _run_lanes(todo, upscaler, lanes, quality, outscale, ev, report)
+        return outcomes
 
     with ThreadPoolExecutor(1, thread_name_prefix="decode") as decoder, ThreadPoolExecutor(
         ENCODES_IN_FLIGHT, thread_name_prefix="encode"
@@ -270,3 +336,81 @@ def run_jobs(
             finish_writes(0)
             raise
     return outcomes
+
+
+def _run_lanes(
+    todo: Sequence[Job],
+    upscaler: Upscaler,
+    lanes: int,
+    quality: int | None,
+    outscale: float | None,
+    ev: BatchEvents,
+    report: Callable[[Outcome], None],
+) -> None:
+    """:func:`run_jobs` with ``lanes`` images at once, each decoded, upscaled and written by one thread.
+
+    On KeyboardInterrupt the lanes stop at their next tile (those images are not written)
+    or finish the write they are in; outcomes of finished images are reported first.
+    """
+    stop = threading.Event()
+    lock = threading.Lock()
+    in_flight: dict[int, tuple[int, int]] = {}  # job index -> (tiles done, tiles planned)
+
+    def tile_counter(index: int) -> Callable[[int, int], None]:
+        def on_tile(done: int, total: int) -> None:
+            if stop.is_set():
+                raise _Stopped
+            with lock:
+                in_flight[index] = (done, total)
+                done_all, total_all = (sum(v) for v in zip(*in_flight.values(), strict=True))
+            ev.on_tile(done_all, total_all)
+
+        return on_tile
+
+    def lane(index: int, job: Job) -> Outcome | None:
+        if stop.is_set():
+            return None
+        started = time.perf_counter()
+        try:
+            picture = imageio.decode(job.src)
+            h, w = picture.rgb.shape[:2]
+            ev.on_start(job, h * w)
+            output = upscaler.run_network(picture, tile_counter(index))
+            with lock:
+                in_flight.pop(index, None)
+            _finish_and_save(upscaler, picture, output, job, quality, outscale)
+        except _Stopped:
+            return None
+        except Exception as exc:  # one file's failure never stops the batch
+            return Outcome(job, "failed", time.perf_counter() - started, _reason(exc))
+        finally:
+            with lock:
+                in_flight.pop(index, None)
+        return Outcome(job, "done", time.perf_counter() - started)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // lanes))
+    try:
+        with ThreadPoolExecutor(lanes, thread_name_prefix="lane") as pool:
+            futures = [pool.submit(lane, i, job) for i, job in enumerate(todo)]
+            reported = 0  # futures[:reported] are reported, in job order
+            try:
+                while reported < len(futures):
+                    outcome = futures[reported].result()  # an interrupt here: fetched again below
+                    with _interrupt_after():
+                        if outcome is not None:
+                            report(outcome)
+                        reported += 1
+            except BaseException:
+                stop.set()
+                rest = futures[reported:]
+                for future in rest:
+                    future.cancel()
+                for future in rest:  # a running lane stops at its next tile or finishes its write
+                    outcome = None if future.cancelled() else future.result()
+                    if outcome is not None:
+                        with _interrupt_after():
+                            report(outcome)
+                raise
+    finally:
+        torch.set_num_threads(threads)

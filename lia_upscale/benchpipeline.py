@@ -41,10 +41,12 @@ def pipeline_check(
     Where the rest goes: ``network_in_batch_s`` is the network's time inside the batch
     (above ``compute_s`` when the worker threads compete with it for the cores) and
     ``waiting_s`` = wall - network in batch, the calling thread's time outside the network
-    (the first decode, the last encode, and any stall of the pipeline).
+    (the first decode, the last encode, and any stall of the pipeline). ``lanes``: images
+    the batch ran at once (:func:`~lia_upscale.batch.image_lanes`); with two, the networks
+    overlap and ``waiting_s`` is None, and ``network_in_batch_s`` sums both lanes' time.
     """
     from .api import Upscaler
-    from .batch import plan_jobs, run_jobs
+    from .batch import image_lanes, plan_jobs, run_jobs
 
     up = Upscaler(model=str(weights), device=device, precision=precision)  # a name or a file
     with tempfile.TemporaryDirectory(prefix="lia-bench-") as tmp:
@@ -96,6 +98,7 @@ def pipeline_check(
             if failed:
                 raise RuntimeError(f"pipeline: {failed[0].job.src}: {failed[0].error}")
     pixels = sum(p.height * p.width for p in pictures)
+    lanes = image_lanes(up, [(p.height, p.width) for p in pictures])
     return {
         "folder": str(folder),
         "model": str(weights),
@@ -103,11 +106,12 @@ def pipeline_check(
         "input_mp": pixels / 1e6,
         "formats": sorted({j.fmt for j in jobs}),
         "threads": torch.get_num_threads(),
+        "lanes": lanes,
         "compute_s": _median(compute),
         "wall_s": _median(walls),
         "ratio": _median([w / c for w, c in zip(walls, compute)]),
         "network_in_batch_s": _median([sum(t) for t in in_batch]),
-        "waiting_s": _median([w - sum(t) for w, t in zip(walls, in_batch)]),
+        "waiting_s": _median([w - sum(t) for w, t in zip(walls, in_batch)]) if lanes == 1 else None,
         "decode_s": sum(decode_s),
         "finish_s": sum(finish_s),
         "encode_s": sum(encode_s),

@@ -107,19 +107,25 @@ class Engine:
             y = infer(self._float32(), x.float(), placements)
         return y.float()
 
-    def _reuse_memory(self, size: tuple[int, int]) -> bool:
-        """Whether this image runs with freed memory kept for reuse (see :data:`LARGE_IMAGE_PIXELS`)."""
-        if self.device.type != "cpu":
-            return False
+    def working_bytes(self, size: tuple[int, int]) -> int:
+        """Estimated memory an (H, W) image holds while it runs on the CPU, in bytes.
+
+        Its float32 output (12 bytes per output pixel) plus six full-width feature maps of
+        one network call (a batch of tiles, or the whole image): the live ones and those
+        the heap holds on to when freed memory is kept for reuse.
+        """
         pixels = size[0] * size[1]
-        if pixels <= LARGE_IMAGE_PIXELS:
-            return True
         batch = pixels  # input pixels per network call: the whole image, or a batch of tiles
         if self.tile > 0:
             batch = min(pixels, max(self.max_batch_pixels, (self.tile + 2 * self.contract.context) ** 2))
         map_bytes = (self._module.config.features + 3) * batch * self.dtype.itemsize
-        output_bytes = 12 * pixels * self.scale**2
-        return output_bytes + _REUSE_MAPS * map_bytes <= REUSE_BUDGET_BYTES
+        return 12 * pixels * self.scale**2 + _REUSE_MAPS * map_bytes
+
+    def _reuse_memory(self, size: tuple[int, int]) -> bool:
+        """Whether this image runs with freed memory kept for reuse (see :data:`LARGE_IMAGE_PIXELS`)."""
+        if self.device.type != "cpu":
+            return False
+        return size[0] * size[1] <= LARGE_IMAGE_PIXELS or self.working_bytes(size) <= REUSE_BUDGET_BYTES
 
     def run(
         self, rgb: np.ndarray | torch.Tensor, on_tile: Callable[[int, int], None] | None = None

@@ -1,12 +1,13 @@
-"""Experiment: the batch pipeline against two images at once, one torch thread each (CPU).
+"""The one-image pipeline against two images at once, one torch thread each (CPU).
 
     python scripts/pipeline_workers_ab.py [--model NAME | --weights FILE] [--rounds 3]
 
 Per round, alternating in one process: the network alone over the folder's images (torch
-on all cores), :func:`lia_upscale.batch.run_jobs` (the shipped pipeline), and two worker
-threads that each decode, upscale and encode whole images with one torch thread. Prints
-each one's wall time over the network-alone time. Not used by the tool: it doubles the
-images (and memory) in flight and needs a display and interrupt handling for two images.
+on all cores), :func:`lia_upscale.batch.run_jobs` with one lane (the network on the calling
+thread, file work in worker threads), and two plain worker threads that each decode,
+upscale and encode whole images with one torch thread. Prints each one's wall time over
+the network-alone time. This measurement is why ``run_jobs`` runs two lanes where memory
+allows (:func:`lia_upscale.batch.image_lanes`).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def main() -> None:
                 up.run_network(picture)
             alone = time.perf_counter() - t0
             t0 = time.perf_counter()
-            run_jobs(jobs, up, overwrite=True)
+            run_jobs(jobs, up, overwrite=True, lanes=1)
             ratios["pipeline"].append((time.perf_counter() - t0) / alone)
             torch.set_num_threads(1)
             try:

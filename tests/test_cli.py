@@ -68,13 +68,22 @@ def messy(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(params=[1, 2], ids=["one-lane", "two-lanes"])
+def lanes(request, monkeypatch) -> int:
+    """Run the batch one image at a time (network on the calling thread) or two at once."""
+    from lia_upscale import batch
+
+    monkeypatch.setattr(batch, "image_lanes", lambda upscaler, sizes: request.param)
+    return request.param
+
+
 def _run(args: list[str]) -> tuple[int, list[dict], str]:
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     return result.exit_code, lines, result.stderr
 
 
-def test_messy_folder(messy: Path, tmp_path: Path, nearest_weights) -> None:
+def test_messy_folder(messy: Path, tmp_path: Path, nearest_weights, lanes) -> None:
     before = _digest(messy)
     out = tmp_path / "out"
     code, lines, err = _run([str(messy), str(out), "--weights", str(nearest_weights[4]), "--json"])
@@ -177,17 +186,16 @@ def test_stdin_to_stdout(tmp_path: Path, nearest_weights) -> None:
     assert np.array_equal(np.asarray(out), _nearest(src, 2))
 
 
-def test_failed_write_leaves_nothing(tmp_path: Path, nearest_weights, monkeypatch) -> None:
+def test_failed_write_leaves_nothing(tmp_path: Path, nearest_weights, monkeypatch, lanes) -> None:
     root = tmp_path / "in"
     root.mkdir()
     for i in range(3):
         Image.fromarray(_pattern(8, 8, 3, i)).save(root / f"p{i}.png")
     real = imageio.encode
-    calls = []
+    second = _pattern(8, 8, 3, 1).mean() / 255  # nearest-neighbour upscaling keeps the mean
 
     def full_disk(picture, dest, fmt, **kw):
-        calls.append(fmt)
-        if len(calls) == 2:  # files are written in order: the second one hits a full disk
+        if abs(float(picture.rgb.mean()) - second) < 1e-6:  # p1's write hits a full disk
             dest.write(b"partial")
             raise OSError(28, "No space left on device")
         return real(picture, dest, fmt, **kw)
@@ -218,7 +226,8 @@ def test_python_api(tmp_path: Path, nearest_weights) -> None:
     assert model.scale == 2 and model.variant == "U" and hasattr(model.module, "forward")
 
 
-def test_sigint_leaves_no_partial_file_and_rerun_completes(tmp_path: Path, nearest_weights) -> None:
+@pytest.mark.parametrize("threads", ["1", "2"])  # one thread: one lane; two: two images at once
+def test_sigint_leaves_no_partial_file_and_rerun_completes(tmp_path: Path, nearest_weights, threads: str) -> None:
     root = tmp_path / "in"
     root.mkdir()
     for i in range(6):
@@ -226,8 +235,9 @@ def test_sigint_leaves_no_partial_file_and_rerun_completes(tmp_path: Path, neare
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "lia_upscale", str(root), str(out), "--weights", str(nearest_weights[4]),
            "--json", "--tile", "64"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=threads)
+    # unbuffered: a buffered readline could swallow a second line that communicate() never sees
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=0)
     first = proc.stdout.readline()  # the first file is finished: interrupt during the next
     assert json.loads(first)["status"] == "done"
     proc.send_signal(signal.SIGINT)
@@ -253,3 +263,21 @@ def test_models_command_lists_registry() -> None:
     assert result.exit_code == 0
     for name in ("lia-u-x4", "plainusr-l-x4", "plainusr-base-x2"):
         assert name in result.stdout
+
+
+def test_two_images_at_once_only_where_two_fit_the_memory_budget(monkeypatch) -> None:
+    import torch
+
+    from lia_upscale import Upscaler
+    from lia_upscale.batch import image_lanes
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    x2, x4 = Upscaler(model="lia-u-x2", device="cpu"), Upscaler(model="lia-u-x4", device="cpu")
+    photo = (2128, 2832)
+    assert image_lanes(x2, [photo] * 4) == 2  # 2 x 0.87 GB estimated
+    assert image_lanes(x4, [photo] * 4) == 1  # 2 x 1.74 GB would not fit 2 GiB
+    assert image_lanes(x4, [(1000, 1000)] * 4) == 2
+    assert image_lanes(x4, [(1000, 1000), photo]) == 1  # the largest image decides
+    assert image_lanes(x2, [photo]) == 1  # nothing to overlap
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert image_lanes(x2, [photo] * 4) == 1
