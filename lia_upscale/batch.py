@@ -298,9 +298,10 @@ def run_jobs(
                     outcome = None
                 except Exception as exc:  # one file's failure never stops the batch
                     outcome = Outcome(p.job, "failed", time.perf_counter() - p.started, _reason(exc))
-                writing.pop(0)
-                if outcome is not None:
-                    report(outcome)
+                with _interrupt_after():  # listed or reported, never neither
+                    writing.pop(0)
+                    if outcome is not None:
+                        report(outcome)
 
         reads = [decoder.submit(imageio.decode, job.src) for job in todo[:1]]
         try:
