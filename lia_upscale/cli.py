@@ -462,6 +462,7 @@ def bench_cmd(model_names, weights, sizes, device, precisions, repeats, threads,
         out.print(f"pipeline: {p['images']} images ({p['input_mp']:.1f} MP) with {Path(p['model']).name}: "
                   f"wall {p['wall_s']:.2f}s vs compute {p['compute_s']:.2f}s = {p['ratio']:.3f}x "
                   f"(decode {p['decode_s']:.2f}s, finish {p['finish_s']:.2f}s, encode {p['encode_s']:.2f}s to hide; "
-                  f"network in the batch {p['network_in_batch_s']:.2f}s, waiting {p['waiting_s']:.2f}s)")
+                  f"{p['lanes']} image(s) at once, network in the batch {p['network_in_batch_s']:.2f}s"
+                  + (f", waiting {p['waiting_s']:.2f}s)" if p["waiting_s"] is not None else ")"))
     if plot:
         out.print(f"wrote {plot}")

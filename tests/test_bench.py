@@ -168,6 +168,20 @@ def test_pipeline_check_reports_wall_against_compute(tmp_path: Path, monkeypatch
         assert report["network_in_batch_s"] > 0 and report["waiting_s"] is None
 
 
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_pipeline_text_report(tmp_path: Path, monkeypatch, lanes: int) -> None:
+    """The table output, not only --json: with two lanes there is no waiting figure to print."""
+    from lia_upscale import batch
+
+    monkeypatch.setattr(batch, "image_lanes", lambda upscaler, sizes: lanes)
+    for i in range(2):
+        Image.fromarray(np.full((24, 30, 3), 100 + i, np.uint8)).save(tmp_path / f"a{i}.png")
+    result = CliRunner().invoke(main, ["bench", "--cases", "none", "--pipeline", str(tmp_path), "--repeats", "1"])
+    assert result.exit_code == 0, result.output
+    assert f"{lanes} image(s) at once" in result.output
+    assert ("waiting" in result.output) is (lanes == 1)
+
+
 def test_pipeline_defaults_to_the_embedded_x2_model(tmp_path: Path) -> None:
     """``bench --pipeline`` with no model named runs the embedded default by its registry name."""
     Image.fromarray(np.full((24, 30, 3), 128, np.uint8)).save(tmp_path / "a.png")
