@@ -13,7 +13,7 @@ import glob
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -194,7 +194,7 @@ class _Stopped(Exception):
     """Raised inside a lane when the batch is interrupted: the image is left unwritten."""
 
 
-def image_lanes(upscaler: Upscaler, sizes: Sequence[tuple[int, int]]) -> int:
+def image_lanes(upscaler: Upscaler, sizes: Iterable[tuple[int, int]]) -> int:
     """How many images the batch runs at once: 2 or 1.
 
     Two, each with half the CPU threads, when the engine runs on a CPU with at least two
@@ -203,10 +203,14 @@ def image_lanes(upscaler: Upscaler, sizes: Sequence[tuple[int, int]]) -> int:
     and encoding fill the cores while the other's network waits for them, instead of
     competing with a network that holds every core (four 6-MP photos at x2 with U: 0.99x
     the network time instead of 1.16x, measured by ``scripts/pipeline_workers_ab.py``).
-    One on CUDA, on one thread, and for big images on wide models.
+    One on CUDA, on one thread, and for big images on wide models. ``sizes`` (H, W) is
+    only read when the device and threads allow two, so it may be a lazy probe of files.
     """
     engine = upscaler.engine
-    if engine.device.type != "cpu" or torch.get_num_threads() < 2 or len(sizes) < 2:
+    if engine.device.type != "cpu" or torch.get_num_threads() < 2:
+        return 1
+    sizes = list(sizes)
+    if len(sizes) < 2:
         return 1
     return 2 if 2 * max(engine.working_bytes(size) for size in sizes) <= REUSE_BUDGET_BYTES else 1
 
@@ -277,7 +281,7 @@ def run_jobs(
         else:
             todo.append(job)
     if lanes is None:
-        lanes = image_lanes(upscaler, [_probed(job) for job in todo])
+        lanes = image_lanes(upscaler, (_probed(job) for job in todo))  # headers read only on a CPU
     if lanes > 1 and len(todo) > 1:
         _run_lanes(todo, upscaler, lanes, quality, outscale, ev, report)
         return outcomes
