@@ -383,6 +383,9 @@ def largest_tile(
     return lo
 
 
+# ---------------------------------------------------------------- quality for the plot
+
+
 def set_psnr(upscale: Callable, folder: Path, scale: int) -> float:
     """Mean PSNR-Y over the pairs in ``folder`` (BasicSR protocol) of ``upscale`` (float HWC)."""
     from .evaluate import evaluate, find_pairs

@@ -129,6 +129,3 @@ class _Sink:
     def write(self, data) -> int:
         self.size += len(data)
         return len(data)
-
-
-# ---------------------------------------------------------------- quality for the plot
