@@ -323,10 +323,14 @@ def weights_install(source) -> None:
 @click.option("--eval-every", type=click.IntRange(min=1), default=2000, show_default=True)
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Resumable checkpoint (default: OUT with .ckpt); an existing one is resumed.")
+@click.option("--degradation", type=click.Choice(["bicubic", "photo"]), default="bicubic", show_default=True,
+              help="How LR patches are made: MATLAB bicubic (benchmarks) or camera-like blur, noise and JPEG.")
+@click.option("--init", "init", default=None,
+              help="Weight file or model name to fine-tune (default: start as nearest-neighbour).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
 def train_cmd(data, out, variant, scale, iterations, batch, patch, lr, seed, eval_dir, eval_every,
-              checkpoint, device, threads) -> None:
+              degradation, init, checkpoint, device, threads) -> None:
     """Train a PlainUSR/LIA network on folders of HR images and export it as .safetensors."""
     import torch
 
@@ -338,7 +342,8 @@ def train_cmd(data, out, variant, scale, iterations, batch, patch, lr, seed, eva
         torch.set_num_threads(threads)
     s = int(scale)
     cfg = TrainConfig(variant=variant, scale=s, iterations=iterations, batch=batch,
-                      patch=patch or (40 if s == 4 else 48), lr=lr, seed=seed, eval_every=eval_every)
+                      patch=patch or (40 if s == 4 else 48), lr=lr, seed=seed, eval_every=eval_every,
+                      degradation=degradation, init=init or "")
     console = _console()
     ckpt = Path(checkpoint) if checkpoint else Path(out).with_suffix(".ckpt")
     progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .bicubic import matlab_downscale_uint8
+from .degradations import PhotoDegradation
 from .errors import LiaError
 from .evaluate import find_pairs
 from .metrics import psnr_y
@@ -39,6 +40,11 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 250
     eval_every: int = 2000
+    #: "bicubic" (MATLAB bicubic LR, the benchmark degradation) or "photo" (the camera-like
+    #: family of :mod:`lia_upscale.degradations`, drawn afresh for every patch)
+    degradation: str = "bicubic"
+    #: a weight file or model name to start from (fine-tuning); "" starts as nearest-neighbour
+    init: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,11 @@ def _load_rgb(path: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def load_pairs(dirs: Sequence[Path], scale: int, min_hr: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """HR images from ``dirs`` cropped to a multiple of ``scale``, each with its MATLAB-bicubic LR.
+def load_pairs(
+    dirs: Sequence[Path], scale: int, min_hr: int, *, with_lr: bool = True
+) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """HR images from ``dirs`` cropped to a multiple of ``scale``, each with its MATLAB-bicubic LR
+    (None when ``with_lr`` is false).
 
     Images whose shorter side is below ``min_hr`` are left out (they cannot hold a patch).
     """
@@ -72,7 +81,7 @@ def load_pairs(dirs: Sequence[Path], scale: int, min_hr: int) -> list[tuple[np.n
             if min(h, w) < min_hr:
                 continue
             hr = np.ascontiguousarray(hr[:h, :w])
-            pairs.append((hr, matlab_downscale_uint8(hr, scale)))
+            pairs.append((hr, matlab_downscale_uint8(hr, scale) if with_lr else None))
     if not pairs:
         raise LiaError(f"no training images of at least {min_hr}px in {', '.join(map(str, dirs))}")
     return pairs
@@ -103,13 +112,21 @@ def init_identity(model: PlainUSR) -> None:
 def _sample_batch(pairs, areas, cfg: TrainConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     s, p = cfg.scale, cfg.patch
     picks = torch.multinomial(areas, cfg.batch, replacement=True, generator=gen).tolist()
+    photo = PhotoDegradation() if cfg.degradation == "photo" else None
     lrs, hrs = [], []
     for i in picks:
         hr, lr = pairs[i]
-        y = int(torch.randint(0, lr.shape[0] - p + 1, (1,), generator=gen))
-        x = int(torch.randint(0, lr.shape[1] - p + 1, (1,), generator=gen))
-        lrs.append(lr[y : y + p, x : x + p])
-        hrs.append(hr[y * s : (y + p) * s, x * s : (x + p) * s])
+        y = int(torch.randint(0, hr.shape[0] // s - p + 1, (1,), generator=gen))
+        x = int(torch.randint(0, hr.shape[1] // s - p + 1, (1,), generator=gen))
+        hr_patch = hr[y * s : (y + p) * s, x * s : (x + p) * s]
+        if photo is not None:
+            # the degradation's own generator is seeded from the training one, so a resumed
+            # run draws the same degradations
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
+            lrs.append(photo.degrade(np.ascontiguousarray(hr_patch), s, rng))
+        else:
+            lrs.append(lr[y : y + p, x : x + p])
+        hrs.append(hr_patch)
     lr_t = torch.from_numpy(np.stack(lrs)).permute(0, 3, 1, 2).float().div_(255)
     hr_t = torch.from_numpy(np.stack(hrs)).permute(0, 3, 1, 2).float().div_(255)
     flips = torch.randint(0, 2, (3,), generator=gen).tolist()
@@ -154,15 +171,28 @@ def train(
     """Train (or resume from ``checkpoint``) and return the trained deploy network.
 
     L1 loss, Adam with linear warm-up and cosine decay, random crops with flips and
-    transposes, LR made by MATLAB-style bicubic downscaling and rounded to 8 bits. The
+    transposes, LR made by MATLAB-style bicubic downscaling and rounded to 8 bits, or by
+    the photo degradation family (``cfg.degradation``). ``cfg.init`` fine-tunes a weight
+    file or named model instead of starting as nearest-neighbour upscaling. The
     checkpoint (model, optimiser, RNG, iteration) is rewritten atomically every
     ``cfg.checkpoint_every`` iterations, so a killed run resumes where it stopped.
     """
     dev = torch.device(device)
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    model = PlainUSR(VARIANTS[cfg.variant].with_scale(cfg.scale))
-    init_identity(model)
+    if cfg.degradation not in ("bicubic", "photo"):
+        raise LiaError(f"unknown degradation {cfg.degradation!r} (bicubic or photo)")
+    if cfg.init:
+        from .models import load_model
+
+        start_model = load_model(cfg.init)
+        if (start_model.variant, start_model.scale) != (cfg.variant, cfg.scale):
+            raise LiaError(f"{cfg.init} is {start_model.variant} x{start_model.scale}, "
+                           f"not {cfg.variant} x{cfg.scale}")
+        model = start_model.module
+    else:
+        model = PlainUSR(VARIANTS[cfg.variant].with_scale(cfg.scale))
+        init_identity(model)
     model.to(dev).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     start = 0
@@ -174,8 +204,8 @@ def train(
         opt.load_state_dict(state["optim"])
         gen.set_state(state["generator"])
         start = state["iteration"]
-    pairs = load_pairs(data_dirs, cfg.scale, cfg.patch * cfg.scale)
-    areas = torch.tensor([float(lr.shape[0] * lr.shape[1]) for _, lr in pairs], dtype=torch.float64)
+    pairs = load_pairs(data_dirs, cfg.scale, cfg.patch * cfg.scale, with_lr=cfg.degradation == "bicubic")
+    areas = torch.tensor([float(hr.shape[0] * hr.shape[1]) for hr, _ in pairs], dtype=torch.float64)
     bench = benchmark_pairs(eval_dir) if eval_dir else []
 
     def save(it: int) -> None:
