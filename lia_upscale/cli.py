@@ -327,10 +327,12 @@ def weights_install(source) -> None:
               help="How LR patches are made: MATLAB bicubic (benchmarks) or camera-like blur, noise and JPEG.")
 @click.option("--init", "init", default=None,
               help="Weight file or model name to fine-tune (default: start as nearest-neighbour).")
+@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Decay of a moving average of the weights, scored and exported instead (e.g. 0.999).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
 def train_cmd(data, out, variant, scale, iterations, batch, patch, lr, seed, eval_dir, eval_every,
-              degradation, init, checkpoint, device, threads) -> None:
+              degradation, init, ema, checkpoint, device, threads) -> None:
     """Train a PlainUSR/LIA network on folders of HR images and export it as .safetensors."""
     import torch
 
@@ -343,7 +345,7 @@ def train_cmd(data, out, variant, scale, iterations, batch, patch, lr, seed, eva
     s = int(scale)
     cfg = TrainConfig(variant=variant, scale=s, iterations=iterations, batch=batch,
                       patch=patch or (40 if s == 4 else 48), lr=lr, seed=seed, eval_every=eval_every,
-                      degradation=degradation, init=init or "")
+                      degradation=degradation, init=init or "", ema=ema)
     console = _console()
     ckpt = Path(checkpoint) if checkpoint else Path(out).with_suffix(".ckpt")
     progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

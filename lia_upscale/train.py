@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -45,6 +46,9 @@ class TrainConfig:
     degradation: str = "bicubic"
     #: a weight file or model name to start from (fine-tuning); "" starts as nearest-neighbour
     init: str = ""
+    #: decay of an exponential moving average of the weights, which is what gets scored and
+    #: exported (0: off, the raw weights)
+    ema: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,7 @@ def train(
         model = PlainUSR(VARIANTS[cfg.variant].with_scale(cfg.scale))
         init_identity(model)
     model.to(dev).train()
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema > 0 else None
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     start = 0
     if checkpoint.exists():
@@ -204,6 +209,8 @@ def train(
         opt.load_state_dict(state["optim"])
         gen.set_state(state["generator"])
         start = state["iteration"]
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
     pairs = load_pairs(data_dirs, cfg.scale, cfg.patch * cfg.scale, with_lr=cfg.degradation == "bicubic")
     areas = torch.tensor([float(hr.shape[0] * hr.shape[1]) for hr, _ in pairs], dtype=torch.float64)
     bench = benchmark_pairs(eval_dir) if eval_dir else []
@@ -212,7 +219,7 @@ def train(
         tmp = checkpoint.with_name(checkpoint.name + ".tmp")
         torch.save(
             {"model": model.state_dict(), "optim": opt.state_dict(), "generator": gen.get_state(),
-             "iteration": it, "config": asdict(cfg)},
+             "iteration": it, "config": asdict(cfg), **({"ema": ema.state_dict()} if ema else {})},
             tmp,
         )
         os.replace(tmp, checkpoint)
@@ -226,13 +233,17 @@ def train(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if ema is not None:
+            with torch.no_grad():
+                for e, p in zip(ema.parameters(), model.parameters()):
+                    e.lerp_(p, 1.0 - cfg.ema)
         done = it + 1
         if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
             save(done)
         psnr = None
         if bench and (done % cfg.eval_every == 0 or done == cfg.iterations):
-            psnr = evaluate_psnr(model, bench, dev)
+            psnr = evaluate_psnr(ema if ema is not None else model, bench, dev)
         if on_status:
             on_status(TrainStatus(done, cfg.iterations, float(loss.detach()), lr_now, psnr))
     model.eval()
-    return model
+    return ema if ema is not None else model

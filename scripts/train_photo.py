@@ -18,8 +18,8 @@ from lia_upscale.train import TrainConfig, train
 torch.set_num_threads(1)
 scale, iters, patch = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 shared = Path(__file__).resolve().parents[1].parent / "shared"
-cfg = TrainConfig(variant="S", scale=scale, iterations=iters, patch=patch, lr=5e-4, min_lr=1e-6,
-                  warmup=200, eval_every=500, checkpoint_every=100, degradation="photo",
+cfg = TrainConfig(variant="S", scale=scale, iterations=iters, patch=patch, lr=2e-4, min_lr=1e-6, ema=0.999,
+                  warmup=100, eval_every=500, checkpoint_every=100, degradation="photo",
                   init=f"../shared/weights/plainusr/PlainUSRS_Rep_x{scale}.pth")
 t0 = time.time()
 Path("runs").mkdir(exist_ok=True)

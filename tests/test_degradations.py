@@ -120,13 +120,18 @@ def test_train_fine_tunes_on_photo_degradations(tmp_path: Path) -> None:
     save_weights(init, start, variant="S", scale=2)
     out = tmp_path / "photo.safetensors"
     args = ["train", str(data), "--out", str(out), "--variant", "S", "--scale", "2", "--iterations", "4",
-            "--batch", "2", "--patch", "24", "--degradation", "photo", "--init", str(init), "--threads", "1"]
+            "--batch", "2", "--patch", "24", "--degradation", "photo", "--ema", "0.5", "--init", str(init),
+            "--threads", "1"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     tuned = load_model(out)
     assert tuned.variant == "S" and tuned.scale == 2
     moved = [k for k, v in start.state_dict().items() if not torch.equal(v, tuned.module.state_dict()[k])]
     assert moved  # started from the file and trained
+    # what is exported is the moving average, resumable from the checkpoint
+    ckpt = torch.load(out.with_suffix(".ckpt"), weights_only=True)
+    assert all(torch.equal(v, tuned.module.state_dict()[k]) for k, v in ckpt["ema"].items())
+    assert any(not torch.equal(v, ckpt["model"][k]) for k, v in ckpt["ema"].items())
     # a start file of another variant is refused with one clear line
     bad = CliRunner().invoke(main, args[:-4] + ["--init", str(init), "--variant", "U", "--checkpoint",
                                                 str(tmp_path / "other.ckpt")])
