@@ -9,7 +9,8 @@ seed fixes the result. JPEG goes through Pillow's libjpeg.
 The order of one pass: blur (isotropic or anisotropic Gaussian, now and then a generalised
 or plateau kernel), resize (area, bilinear or bicubic; up or down), noise (Gaussian or
 Poisson, colour or gray), JPEG. A second pass of the same kinds follows with a probability,
-working near the low-resolution grid, then a final resize to the exact low-resolution size.
+working near the low-resolution grid (half the time exactly on it, as the noise and JPEG
+blocks of a photo file are), then a final resize to the exact low-resolution size.
 Some recipes are plain bicubic downscaling or only lightly degraded, so that good photos
 are not smeared.
 """
@@ -137,8 +138,10 @@ class PhotoDegradation:
     gray_noise_prob: float = 0.4
     jpeg_prob: float = 0.9
     jpeg_quality: tuple[int, int] = (40, 95)
-    # the second pass works on the LR grid: resized to factor x the LR size
-    second_prob: float = 0.6
+    # the second pass works on the LR grid: resized to factor x the LR size, often exactly
+    # 1 so that its noise and JPEG blocks sit on the pixel grid, as in a photo file
+    second_prob: float = 0.7
+    second_on_grid_prob: float = 0.5
     second_blur_prob: float = 0.5
     second_blur_sigma: tuple[float, float] = (0.2, 1.2)
     second_resize: tuple[float, float] = (0.75, 1.25)
@@ -189,7 +192,9 @@ class PhotoDegradation:
         if rng.uniform() < self.second_prob:
             if rng.uniform() < self.second_blur_prob:
                 ops.append(self._blur(rng, self.second_blur_sigma))
-            ops.append(Resize(str(rng.choice(RESIZE_MODES)), _loguniform(rng, *self.second_resize), "lr"))
+            on_grid = rng.uniform() < self.second_on_grid_prob
+            factor = 1.0 if on_grid else _loguniform(rng, *self.second_resize)
+            ops.append(Resize(str(rng.choice(RESIZE_MODES)), factor, "lr"))
             ops.append(self._noise(rng, self.second_gaussian_sigma, self.second_poisson_level))
             q = self.second_jpeg_quality
             ops.append(Jpeg(int(rng.integers(q[0], q[1] + 1))))
