@@ -34,7 +34,7 @@ def nearest_model(scale: int):
     """A U-variant network that is exactly nearest-neighbour upscaling (head copies RGB into
     the identity channels, the tail reads only those), so outputs are known to the pixel."""
     from lia_upscale.nn import VARIANTS, PlainUSR
-    from lia_upscale.train import init_identity
+    from lia_upscale.tools.train import init_identity
 
     torch.manual_seed(0)
     model = PlainUSR(VARIANTS["U"].with_scale(scale))

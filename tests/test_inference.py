@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import DEVICE
-from lia_upscale.allocator import available, reuse_freed_memory
+from lia_upscale.engine.allocator import available, reuse_freed_memory
 from lia_upscale.engine import Engine
 from lia_upscale.nn import VARIANTS, Placement, PlainUSR
 from lia_upscale.nn.inference import _routes, infer

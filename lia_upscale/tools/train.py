@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .bicubic import matlab_downscale_uint8
-from .errors import LiaError
+from ..errors import LiaError
 from .evaluate import find_pairs
 from .metrics import psnr_y
-from .nn import VARIANTS, PlainUSR
+from ..nn import VARIANTS, PlainUSR
 
 __all__ = ["TrainConfig", "TrainStatus", "train", "load_pairs", "benchmark_pairs"]
 
