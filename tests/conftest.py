@@ -1,4 +1,4 @@
-"""Shared test fixtures: the ../shared reference data (skipped cleanly when absent)."""
+"""Shared test fixtures: the ../shared reference data (skipped when absent, a failure in CI)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,13 @@ DEVICE = torch.device(os.environ.get("LIA_TEST_DEVICE", "cpu"))
 
 
 def need(path: Path) -> Path:
-    """Skip the calling test with a clear reason when ``path`` (under ../shared) is absent."""
+    """Skip the calling test with a clear reason when ``path`` (under ../shared) is absent;
+    in CI (``CI=true``) fail instead, so that missing reference data cannot pass unnoticed."""
     if not path.exists():
-        pytest.skip(f"reference data not found: {path} (../shared is absent)")
+        message = f"reference data not found: {path} (../shared is absent)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
     return path
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image, ImageCms
 
@@ -224,7 +225,10 @@ def test_python_api(tmp_path: Path, nearest_weights) -> None:
     up.upscale_file(tmp_path / "a.png", tmp_path / "b.webp")
     assert Image.open(tmp_path / "b.webp").size == (36, 20)
     model = load_model(nearest_weights[2])
-    assert model.scale == 2 and model.variant == "U" and hasattr(model.module, "forward")
+    assert model.scale == 2 and model.variant == "U"
+    x = torch.rand(1, 3, 9, 7)
+    with torch.no_grad():  # the loaded module is the nearest-neighbour network it was saved as
+        assert torch.allclose(model.module(x), x.repeat_interleave(2, 2).repeat_interleave(2, 3), atol=1e-6)
 
 
 @pytest.mark.parametrize("threads", ["1", "2"])  # one thread: one lane; two: two images at once

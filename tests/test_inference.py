@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import platform
+import sys
 
 import pytest
 import torch
@@ -78,7 +80,11 @@ def test_reuse_freed_memory_nests_and_restores() -> None:
         outer = infer(model, x)
     after = infer(model, x)
     assert torch.equal(inner, outer) and torch.equal(outer, after)
-    assert isinstance(available(), bool)
+
+
+def test_allocator_is_tuned_exactly_where_glibc_is() -> None:
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert available() is glibc
 
 
 @pytest.mark.parametrize(

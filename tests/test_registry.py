@@ -133,7 +133,7 @@ def test_embedded_weights_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     assert embedded_weights_dir() == tmp_path / "embedded"
     monkeypatch.delenv("LIA_UPSCALE_EMBEDDED")
     # a source checkout: top-level weights/ (unless a wheel maps it to lia_upscale.weights)
-    assert embedded_weights_dir().name == "weights"
+    assert (embedded_weights_dir() / "lia-u-x2.safetensors").is_file()
 
 
 def test_unknown_name_lists_known() -> None:
