@@ -81,7 +81,8 @@ class Upscaler:
         if scale is not None and scale != self.model.scale:
             raise LiaError(f"{self.model.source} is a x{self.model.scale} model, but x{scale} was asked for")
         dev = choose_device(device)
-        self.engine = Engine(self.model.module, dev, choose_dtype(precision, dev), tile, on_fallback=on_warning)
+        self.engine = Engine(self.model.module, dev, choose_dtype(precision, dev), tile,
+                             descriptor=self.model.descriptor, on_fallback=on_warning)
 
     @property
     def scale(self) -> int:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import LiaError
@@ -31,13 +32,20 @@ def models_cmd() -> None:
     """List the models lia-upscale knows and where each one's weights are."""
     from .. import models
 
-    table = Table(title="models (use --model NAME)", title_justify="left")
-    for col in ("name", "variant", "scale", "licence", "weights"):
-        table.add_column(col)
+    table = Table(title="models (use --model NAME; NAME@N pins a version)", title_justify="left", expand=False)
+    table.add_column("name", no_wrap=True)
+    table.add_column("model", no_wrap=True)
+    table.add_column("about", overflow="fold")
     for card, path in models.list_models():
-        table.add_row(card.name, card.variant, f"x{card.scale}", card.licence,
-                      str(path) if path else "[dim]missing from this installation[/]" if card.embedded
-                      else "[dim]not installed: lia-upscale weights install URL|FILE[/]")
+        if path:
+            where = f"[dim]{escape(str(path))}[/]"
+        elif card.embedded:
+            where = "[dim]missing from this installation[/]"
+        else:
+            where = "[dim]not installed: lia-upscale weights install " + escape(card.name) + "[/]"
+        name = card.name if card.version == 1 else card.pinned
+        table.add_row(escape(name), f"{card.variant} x{card.scale} {card.purpose}",
+                      f"{escape(card.description)}\n[dim]licence: {escape(card.licence)}[/]\n{where}")
     Console().print(table)
 
 

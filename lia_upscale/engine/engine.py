@@ -12,6 +12,8 @@ import torch
 from . import tiling
 from .allocator import reuse_freed_memory
 from .threads import cpu_threads
+from ..errors import DeviceError
+from ..models.descriptor import ModelDescriptor, describe
 from ..nn import Placement, PlainUSR
 from ..nn.inference import infer
 
@@ -47,7 +49,8 @@ def default_tile(device: torch.device) -> int:
 class Engine:
     """Runs a PlainUSR module over images of any size, tile by tile, seam-exact.
 
-    ``module`` is copied to ``device`` in ``dtype``, channels-last, and run through
+    ``descriptor`` (default: :func:`~lia_upscale.models.describe` of ``module``) gives
+    the scale and the tile contract. ``module`` is copied to ``device`` in ``dtype``, channels-last, and run through
     :func:`~lia_upscale.nn.inference.infer` (the same network, fewer memory passes). A
     batch of tiles that comes back non-finite is recomputed in float32 (``fallbacks``
     counts those, ``on_fallback`` is called the first time). ``tile`` is the tile edge in
@@ -62,12 +65,17 @@ class Engine:
         dtype: torch.dtype,
         tile: int | None = None,
         *,
+        descriptor: ModelDescriptor | None = None,
         on_fallback: Callable[[str], None] | None = None,
     ) -> None:
+        #: the network's contract; everything below reads it, not attributes of the module
+        self.descriptor = desc = descriptor or describe(module)
+        if (dtype == torch.float16 and not desc.float16) or (dtype == torch.bfloat16 and not desc.bfloat16):
+            raise DeviceError(f"{desc.name or desc.architecture} does not support {dtype}")
         self.device = device
         self.dtype = dtype
         self.tile = default_tile(device) if tile is None else int(tile)
-        self.scale = module.scale
+        self.scale = desc.scale
         # channels-last: faster float32 convolutions, and 10x faster float16 ones on the CPU
         # a copy: the caller's float32 module stays as it is (and serves the fallback)
         self._module = copy.deepcopy(module).to(device=device, dtype=dtype, memory_format=torch.channels_last).eval()
@@ -77,10 +85,10 @@ class Engine:
         self.fallbacks = 0
         self._on_fallback = on_fallback
         self.contract = tiling.TileContract(
-            scale=module.scale,
-            min_size=module.min_size,
-            alignment=module.alignment,
-            context=tiling.DEFAULT_CONTEXT,
+            scale=desc.scale,
+            min_size=desc.min_size,
+            alignment=desc.alignment,
+            context=desc.context,
         )
 
     @property
@@ -119,7 +127,7 @@ class Engine:
         batch = pixels  # input pixels per network call: the whole image, or a batch of tiles
         if self.tile > 0:
             batch = min(pixels, max(self.max_batch_pixels, (self.tile + 2 * self.contract.context) ** 2))
-        map_bytes = (self._module.config.features + 3) * batch * self.dtype.itemsize
+        map_bytes = self.descriptor.feature_channels * batch * self.dtype.itemsize
         return 12 * pixels * self.scale**2 + _REUSE_MAPS * map_bytes
 
     def _reuse_memory(self, size: tuple[int, int]) -> bool:
