@@ -28,7 +28,7 @@ DEFAULT_TILE = 512
 #: speed of its four 1032 tiles) and memory-hungry. 1032 runs images up to 1 MP as one
 #: tile; a multiple of 6 (LIA's alignment), so that the tile is used as given.
 DEFAULT_CPU_TILE = 1032
-#: On the CPU, freed memory is kept in the heap for reuse (:mod:`~lia_upscale.allocator`:
+#: On the CPU, freed memory is kept in the heap for reuse (:mod:`~lia_upscale.engine.allocator`:
 #: no page faults, 1.3-1.7x faster on a 6-MP photo) for images up to this many input
 #: pixels, and for larger ones only while their estimated peak stays within
 #: :data:`REUSE_BUDGET_BYTES`: the output accumulator (12 bytes per output pixel) plus six
