@@ -8,7 +8,7 @@ Public API::
     model = load_model("weights.safetensors")   # .module, .scale, .variant
 
 Names are loaded on first use, so ``import lia_upscale`` (or its torch-free
-``imageio`` module) stays light.
+``images`` package) stays light.
 """
 
 from __future__ import annotations

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +13,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import imageio, models
-from .device import choose_device, choose_dtype
+from . import images, models
 from .engine import Engine
-from .errors import LiaError, OutputError
+from .engine.device import choose_device, choose_dtype
+from .errors import LiaError
 
-__all__ = ["Upscaler", "NetworkOutput", "resolve_model_source", "output_size", "atomic_write"]
+__all__ = ["Upscaler", "NetworkOutput", "resolve_model_source", "output_size"]
 
 
 @dataclass(frozen=True)
@@ -57,28 +55,6 @@ def _resample(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(image[None], size=size, mode="bicubic", align_corners=False, antialias=True)[0]
 
 
-def atomic_write(dst: Path, write: Callable[[object], None]) -> None:
-    """Write ``dst`` through a temporary file in its folder, renamed into place when complete.
-
-    A failure or interrupt at any point removes the temporary file; ``dst`` is either the
-    old file, absent, or the complete new one.
-    """
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fp:
-            write(fp)
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 class Upscaler:
     """Upscale images with a PlainUSR/LIA model.
 
@@ -105,7 +81,8 @@ class Upscaler:
         if scale is not None and scale != self.model.scale:
             raise LiaError(f"{self.model.source} is a x{self.model.scale} model, but x{scale} was asked for")
         dev = choose_device(device)
-        self.engine = Engine(self.model.module, dev, choose_dtype(precision, dev), tile, on_fallback=on_warning)
+        self.engine = Engine(self.model.module, dev, choose_dtype(precision, dev), tile,
+                             descriptor=self.model.descriptor, on_fallback=on_warning)
 
     @property
     def scale(self) -> int:
@@ -119,7 +96,7 @@ class Upscaler:
         return self.engine.run(rgb, on_tile).clamp_(0, 1)
 
     def run_network(
-        self, picture: imageio.Picture, on_tile: Callable[[int, int], None] | None = None
+        self, picture: images.Picture, on_tile: Callable[[int, int], None] | None = None
     ) -> NetworkOutput:
         """The network's part of :meth:`upscale_picture`: the raw upscaled colour and alpha.
 
@@ -138,8 +115,8 @@ class Upscaler:
         return NetworkOutput(rgb, alpha)
 
     def finish_picture(
-        self, picture: imageio.Picture, output: NetworkOutput, outscale: float | None = None
-    ) -> imageio.Picture:
+        self, picture: images.Picture, output: NetworkOutput, outscale: float | None = None
+    ) -> images.Picture:
         """Clamp, resample to ``outscale`` (if given) and convert :meth:`run_network`'s output."""
         h, w = picture.rgb.shape[:2]
         target = output_size(h, w, outscale) if outscale else (h * self.scale, w * self.scale)
@@ -161,10 +138,10 @@ class Upscaler:
 
     def upscale_picture(
         self,
-        picture: imageio.Picture,
+        picture: images.Picture,
         outscale: float | None = None,
         on_tile: Callable[[int, int], None] | None = None,
-    ) -> imageio.Picture:
+    ) -> images.Picture:
         """Upscale a decoded picture, alpha included, optionally resampled to ``outscale``.
 
         Alpha goes through the network too (as a gray image, channel mean), so its edges
@@ -181,9 +158,9 @@ class Upscaler:
         buf = io.BytesIO()
         image = image.convert("RGB") if image.mode == "CMYK" else image
         image.save(buf, format="PNG", compress_level=0)
-        result = self.upscale_picture(imageio.decode(buf.getvalue()), outscale)
+        result = self.upscale_picture(images.decode(buf.getvalue()), outscale)
         out = io.BytesIO()
-        imageio.encode(result, out, "PNG", dpi_scale=result.height / image.height)
+        images.encode(result, out, "PNG", dpi_scale=result.height / image.height)
         out.seek(0)
         with Image.open(out) as im:
             im.load()
@@ -201,21 +178,8 @@ class Upscaler:
     ) -> Path:
         """Decode ``src``, upscale, and write ``dst`` atomically (format from ``fmt`` or ``dst``'s suffix)."""
         dst = Path(dst)
-        picture = imageio.decode(Path(src))
+        picture = images.decode(Path(src))
         result = self.upscale_picture(picture, outscale, on_tile)
-        save(result, dst, fmt, quality, dpi_scale=result.height / picture.height)
+        images.save(result, dst, fmt, quality, dpi_scale=result.height / picture.height)
         return dst
 
-
-def save(
-    picture: imageio.Picture, dst: Path, fmt: str | None, quality: int | None, *, dpi_scale: float = 1.0
-) -> None:
-    """Encode ``picture`` to ``dst`` atomically; disk and permission problems become OutputError.
-
-    ``dpi_scale`` multiplies the DPI (pass the upscale factor: the print size stays).
-    """
-    fmt = fmt or imageio.format_for_suffix(dst)
-    try:
-        atomic_write(dst, lambda fp: imageio.encode(picture, fp, fmt, quality=quality, dpi_scale=dpi_scale))
-    except OSError as exc:
-        raise OutputError(f"cannot write {dst}: {exc.strerror or exc}") from None

@@ -30,9 +30,10 @@ import numpy as np
 import torch
 
 from lia_upscale.api import Upscaler
-from lia_upscale.bench import bench_model, device_name, largest_tile, memory_probe, synthetic_image
+from lia_upscale.tools.bench import bench_model, largest_tile, memory_probe
+from lia_upscale.tools.measure import device_name, synthetic_image
 from lia_upscale.engine import Engine
-from lia_upscale.evaluate import evaluate, find_pairs
+from lia_upscale.tools.evaluate import evaluate, find_pairs
 from lia_upscale.models import load_model
 
 FILES = [f"PlainUSR{v}_Rep_x{s}.pth" for v in ("U", "T", "S", "M", "", "L") for s in (2, 4)]

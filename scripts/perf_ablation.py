@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from lia_upscale.allocator import reuse_freed_memory
-from lia_upscale.bench import macs_per_pixel, synthetic_image
+from lia_upscale.engine.allocator import reuse_freed_memory
+from lia_upscale.tools.measure import macs_per_pixel, synthetic_image
 from lia_upscale.engine import Engine
 from lia_upscale.models import load_model
 from lia_upscale.nn import Placement

@@ -6,7 +6,7 @@ Rows: bicubic (MATLAB-style upsampling of the LR), our clean default `lia-u-x{s}
 official S and base checkpoints (from ../shared/weights/plainusr), and the photo model
 (`lia-photo-x{s}`, or the file given). Columns: the degraded Set14 and camera-crop sets of
 scripts/photo_valset.py (one fixed member of the degradation family), then clean Set5 and
-Set14. Every figure comes from `lia_upscale.evaluate` (the code behind `lia-upscale eval`),
+Set14. Every figure comes from `lia_upscale.tools.evaluate` (the code behind `lia-upscale eval`),
 whole image, float32, CPU.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from lia_upscale.api import Upscaler
-from lia_upscale.bicubic import matlab_resize
-from lia_upscale.evaluate import evaluate, find_pairs
+from lia_upscale.tools.bicubic import matlab_resize
+from lia_upscale.tools.evaluate import evaluate, find_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 VAL = ROOT / "runs" / "photo_val"

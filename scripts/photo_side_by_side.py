@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from lia_upscale.api import Upscaler
-from lia_upscale.bicubic import matlab_resize
+from lia_upscale.tools.bicubic import matlab_resize
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT.parent / "shared" / "datasets" / "large" / "sceaux" / "100_7100.JPG"

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lia_upscale.degradations import VALIDATION_RECIPE, apply
+from lia_upscale.tools.degradations import VALIDATION_RECIPE, apply
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from lia_upscale import Upscaler, imageio
+from lia_upscale import Upscaler, images
 from lia_upscale.api import save
 from lia_upscale.batch import Job, plan_jobs, run_jobs
 
@@ -40,14 +40,14 @@ def main() -> None:
     cores = torch.get_num_threads()
 
     def whole_job(job: Job) -> None:
-        picture = imageio.decode(job.src)
+        picture = images.decode(job.src)
         result = up.finish_picture(picture, up.run_network(picture))
         save(result, job.dst, job.fmt, None, dpi_scale=up.scale)
 
     ratios: dict[str, list[float]] = {"pipeline": [], "two_workers": []}
     with tempfile.TemporaryDirectory() as tmp:
         jobs = plan_jobs([args.folder], tmp)
-        pictures = [imageio.decode(j.src) for j in jobs]
+        pictures = [images.decode(j.src) for j in jobs]
         up.run_network(pictures[0])
         for _ in range(args.rounds):
             t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 
     python scripts/quality_table.py [--official] [--scales 2 4]
 
-Every figure is measured here by `lia_upscale.evaluate` (the code behind `lia-upscale eval`),
+Every figure is measured here by `lia_upscale.tools.evaluate` (the code behind `lia-upscale eval`),
 whole-image float32 on the CPU; bicubic is MATLAB-style bicubic upsampling of the same LR files.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from lia_upscale.api import Upscaler
-from lia_upscale.bicubic import matlab_resize
-from lia_upscale.evaluate import evaluate, find_pairs
+from lia_upscale.tools.bicubic import matlab_resize
+from lia_upscale.tools.evaluate import evaluate, find_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT.parent / "shared" / "datasets" / "benchmark"

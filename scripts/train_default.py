@@ -1,7 +1,7 @@
 """Background trainer used for the shipped defaults (same function as `lia-upscale train`)."""
 import sys, time, torch
 from pathlib import Path
-from lia_upscale.train import TrainConfig, train
+from lia_upscale.tools.train import TrainConfig, train
 torch.set_num_threads(1)
 scale, iters, patch = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 cfg = TrainConfig(variant="U", scale=scale, iterations=iters, patch=patch, eval_every=2000)

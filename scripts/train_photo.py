@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from lia_upscale.train import TrainConfig, train
+from lia_upscale.tools.train import TrainConfig, train
 
 torch.set_num_threads(1)
 scale, iters, patch = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])

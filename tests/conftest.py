@@ -1,4 +1,4 @@
-"""Shared test fixtures: the ../shared reference data (skipped cleanly when absent)."""
+"""Shared test fixtures: the ../shared reference data (skipped when absent, a failure in CI)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,13 @@ DEVICE = torch.device(os.environ.get("LIA_TEST_DEVICE", "cpu"))
 
 
 def need(path: Path) -> Path:
-    """Skip the calling test with a clear reason when ``path`` (under ../shared) is absent."""
+    """Skip the calling test with a clear reason when ``path`` (under ../shared) is absent;
+    in CI (``CI=true``) fail instead, so that missing reference data cannot pass unnoticed."""
     if not path.exists():
-        pytest.skip(f"reference data not found: {path} (../shared is absent)")
+        message = f"reference data not found: {path} (../shared is absent)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
     return path
 
 
@@ -34,7 +38,7 @@ def nearest_model(scale: int):
     """A U-variant network that is exactly nearest-neighbour upscaling (head copies RGB into
     the identity channels, the tail reads only those), so outputs are known to the pixel."""
     from lia_upscale.nn import VARIANTS, PlainUSR
-    from lia_upscale.train import init_identity
+    from lia_upscale.tools.train import init_identity
 
     torch.manual_seed(0)
     model = PlainUSR(VARIANTS["U"].with_scale(scale))

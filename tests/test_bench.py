@@ -13,9 +13,10 @@ from PIL import Image
 from torch import nn
 
 from conftest import BENCHMARK, OFFICIAL, need, official_files
-from lia_upscale.bench import largest_tile, macs_per_pixel, run_bench, synthetic_image
-from lia_upscale.benchpipeline import pipeline_check
-from lia_upscale.benchplot import draw_tradeoff, tradeoff_points
+from lia_upscale.tools.bench import largest_tile, run_bench
+from lia_upscale.tools.measure import macs_per_pixel, synthetic_image
+from lia_upscale.tools.pipeline import pipeline_check
+from lia_upscale.tools.plot import draw_tradeoff, tradeoff_points
 from lia_upscale.cli import main
 from lia_upscale.engine import Engine
 from lia_upscale.models import load_model, save_weights
@@ -146,7 +147,7 @@ def test_plot_needs_points(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("lanes", [1, 2])
 def test_pipeline_check_reports_wall_against_compute(tmp_path: Path, monkeypatch, lanes: int) -> None:
-    from lia_upscale import batch
+    from lia_upscale.batch import run as batch
 
     monkeypatch.setattr(batch, "image_lanes", lambda upscaler, sizes: lanes)
     folder = tmp_path / "photos"
@@ -171,7 +172,7 @@ def test_pipeline_check_reports_wall_against_compute(tmp_path: Path, monkeypatch
 @pytest.mark.parametrize("lanes", [1, 2])
 def test_pipeline_text_report(tmp_path: Path, monkeypatch, lanes: int) -> None:
     """The table output, not only --json: with two lanes there is no waiting figure to print."""
-    from lia_upscale import batch
+    from lia_upscale.batch import run as batch
 
     monkeypatch.setattr(batch, "image_lanes", lambda upscaler, sizes: lanes)
     for i in range(2):

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image, ImageCms
 
-from lia_upscale import imageio
+from lia_upscale import images
+from lia_upscale.images import output as save_module
 from lia_upscale.cli import main
 
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
@@ -53,7 +55,7 @@ def messy(tmp_path: Path) -> Path:
     Image.fromarray(_pattern(1, 1, 3, 7)).save(root / "b" / "one.png")
     deep = _pattern(5, 6, 3, 8).astype(np.uint16) * 257 + 3  # not representable in 8 bits
     with open(root / "b" / "deep" / "sixteen.png", "wb") as fp:
-        imageio.encode(imageio.Picture(deep.astype(np.float32) / 65535, None, 16, "rgb", "PNG"), fp, "PNG")
+        images.encode(images.Picture(deep.astype(np.float32) / 65535, None, 16, "rgb", "PNG"), fp, "PNG")
     photo = Image.fromarray(_pattern(12, 20, 3, 9))
     exif = Image.Exif()
     exif[0x0112] = 6
@@ -71,7 +73,7 @@ def messy(tmp_path: Path) -> Path:
 @pytest.fixture(params=[1, 2], ids=["one-lane", "two-lanes"])
 def lanes(request, monkeypatch) -> int:
     """Run the batch one image at a time (network on the calling thread) or two at once."""
-    from lia_upscale import batch
+    from lia_upscale.batch import run as batch
 
     monkeypatch.setattr(batch, "image_lanes", lambda upscaler, sizes: request.param)
     return request.param
@@ -115,8 +117,8 @@ def test_messy_folder(messy: Path, tmp_path: Path, nearest_weights, lanes) -> No
     assert np.array_equal(np.asarray(pal_out), _nearest(pal_in, 4))
     assert Image.open(out / "b" / "cmyk.jpg").mode == "RGB"
     assert Image.open(out / "b" / "one.png").size == (4, 4)
-    deep = imageio.decode(out / "b" / "deep" / "sixteen.png")
-    src = imageio.decode(messy / "b" / "deep" / "sixteen.png")
+    deep = images.decode(out / "b" / "deep" / "sixteen.png")
+    src = images.decode(messy / "b" / "deep" / "sixteen.png")
     assert deep.bit_depth == 16
     assert np.array_equal(np.round(deep.rgb * 65535), _nearest(np.round(src.rgb * 65535), 4))
     rot = Image.open(out / "b" / "rotated.jpg")
@@ -191,7 +193,7 @@ def test_failed_write_leaves_nothing(tmp_path: Path, nearest_weights, monkeypatc
     root.mkdir()
     for i in range(3):
         Image.fromarray(_pattern(8, 8, 3, i)).save(root / f"p{i}.png")
-    real = imageio.encode
+    real = images.encode
     second = _pattern(8, 8, 3, 1).mean() / 255  # nearest-neighbour upscaling keeps the mean
 
     def full_disk(picture, dest, fmt, **kw):
@@ -200,7 +202,7 @@ def test_failed_write_leaves_nothing(tmp_path: Path, nearest_weights, monkeypatc
             raise OSError(28, "No space left on device")
         return real(picture, dest, fmt, **kw)
 
-    monkeypatch.setattr(imageio, "encode", full_disk)
+    monkeypatch.setattr(save_module, "encode", full_disk)  # what images.save calls
     out = tmp_path / "out"
     code, lines, _ = _run([str(root), str(out), "--weights", str(nearest_weights[2]), "--json"])
     assert code == 1
@@ -223,7 +225,10 @@ def test_python_api(tmp_path: Path, nearest_weights) -> None:
     up.upscale_file(tmp_path / "a.png", tmp_path / "b.webp")
     assert Image.open(tmp_path / "b.webp").size == (36, 20)
     model = load_model(nearest_weights[2])
-    assert model.scale == 2 and model.variant == "U" and hasattr(model.module, "forward")
+    assert model.scale == 2 and model.variant == "U"
+    x = torch.rand(1, 3, 9, 7)
+    with torch.no_grad():  # the loaded module is the nearest-neighbour network it was saved as
+        assert torch.allclose(model.module(x), x.repeat_interleave(2, 2).repeat_interleave(2, 3), atol=1e-6)
 
 
 @pytest.mark.parametrize("threads", ["1", "2"])  # one thread: one lane; two: two images at once

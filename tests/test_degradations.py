@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from lia_upscale.cli import main
-from lia_upscale.degradations import (
+from lia_upscale.tools.degradations import (
     VALIDATION_RECIPE,
     Blur,
     Jpeg,

@@ -14,9 +14,9 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms, ImageFile, ImageOps
 
-from lia_upscale import imageio
+from lia_upscale import images
 from lia_upscale.errors import ImageError, OutputError
-from lia_upscale.imageio import Picture, decode, encode, format_for_suffix, probe
+from lia_upscale.images import Picture, decode, decoder, encode, format_for_suffix, probe
 
 RNG = np.random.default_rng(1234)
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
@@ -230,7 +230,7 @@ def test_one_by_one_every_format() -> None:
         kind="rgba",
         format="PNG",
     )
-    for fmt in imageio.FORMATS:
+    for fmt in images.FORMATS:
         out = _roundtrip(pic, fmt)
         assert out.size == (1, 1), fmt
         assert (out.alpha is not None) == (fmt in ("PNG", "WEBP", "TIFF")), fmt
@@ -532,7 +532,7 @@ def test_picture_validation_and_with_pixels() -> None:
 def test_format_for_suffix() -> None:
     assert format_for_suffix("a/b.JPG") == "JPEG"
     assert format_for_suffix(Path("x.tif")) == "TIFF"
-    assert {format_for_suffix(f"x{s}") for s in imageio.FORMAT_SUFFIXES} == set(imageio.FORMATS)
+    assert {format_for_suffix(f"x{s}") for s in images.FORMAT_SUFFIXES} == set(images.FORMATS)
     with pytest.raises(OutputError, match=".gif"):
         format_for_suffix("x.gif")
 
@@ -598,7 +598,7 @@ def test_decompression_bomb_header() -> None:
 
 
 def test_pixel_limit_applies_to_every_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(imageio, "MAX_PIXELS", 99)
+    monkeypatch.setattr(decoder, "MAX_PIXELS", 99)
     buf = io.BytesIO()
     tifffile.imwrite(buf, _pattern(10, 10, 3, np.uint16), photometric="rgb")
     for data in (buf.getvalue(), _png16(_pattern(10, 10, 3, np.uint16)), _save(Image.new("RGB", (10, 10)), "JPEG")):
@@ -640,6 +640,6 @@ def test_loading_truncated_images_stays_off() -> None:
 
 
 def test_import_does_not_pull_in_torch() -> None:
-    code = "import sys, lia_upscale.imageio; print(sorted(m for m in ('torch', 'click', 'rich') if m in sys.modules))"
+    code = "import sys, lia_upscale.images; print(sorted(m for m in ('torch', 'click', 'rich') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import platform
+import sys
 
 import pytest
 import torch
 
 from conftest import DEVICE
-from lia_upscale.allocator import available, reuse_freed_memory
+from lia_upscale.engine.allocator import available, reuse_freed_memory
 from lia_upscale.engine import Engine
 from lia_upscale.nn import VARIANTS, Placement, PlainUSR
 from lia_upscale.nn.inference import _routes, infer
@@ -78,7 +80,11 @@ def test_reuse_freed_memory_nests_and_restores() -> None:
         outer = infer(model, x)
     after = infer(model, x)
     assert torch.equal(inner, outer) and torch.equal(outer, after)
-    assert isinstance(available(), bool)
+
+
+def test_allocator_is_tuned_exactly_where_glibc_is() -> None:
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert available() is glibc
 
 
 @pytest.mark.parametrize(

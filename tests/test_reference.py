@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from lia_upscale.api import Upscaler
 from lia_upscale.cli import main
-from lia_upscale.evaluate import evaluate, find_pairs
+from lia_upscale.tools.evaluate import evaluate, find_pairs
 
 from conftest import BENCHMARK, OFFICIAL, need, official_files
 

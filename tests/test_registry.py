@@ -109,7 +109,7 @@ def test_cards() -> None:
         assert (card.name, card.variant, card.scale) == (f"lia-u-x{scale}", "U", scale)
         assert card.embedded and card.file == f"lia-u-x{scale}.safetensors" and card.sha256 is None
     assert card_for_file("lia-u-x2.safetensors") is None
-    with pytest.raises(WeightsError, match="no built-in model for x3 .built-in scales: x2, x4"):
+    with pytest.raises(WeightsError, match="no default clean model for x3 .default scales: x2, x4"):
         default_model_name(3)
 
 
@@ -133,7 +133,7 @@ def test_embedded_weights_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     assert embedded_weights_dir() == tmp_path / "embedded"
     monkeypatch.delenv("LIA_UPSCALE_EMBEDDED")
     # a source checkout: top-level weights/ (unless a wheel maps it to lia_upscale.weights)
-    assert embedded_weights_dir().name == "weights"
+    assert (embedded_weights_dir() / "lia-u-x2.safetensors").is_file()
 
 
 def test_unknown_name_lists_known() -> None:
@@ -279,3 +279,38 @@ def test_install_checks_digest_before_reading(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(WeightsError, match="does not match"):
         install(folder / "PlainUSRU_Rep_x2.pth")
     assert hashlib.sha256((folder / "PlainUSRU_Rep_x2.pth").read_bytes()).hexdigest() != get_card("plainusr-u-x2").sha256
+
+
+def test_cards_are_data_with_versions_purposes_and_defaults() -> None:
+    from lia_upscale.models import ALL_CARDS, PURPOSES
+
+    assert {c.purpose for c in ALL_CARDS} <= set(PURPOSES)
+    assert get_card("lia-u-x4@1") is get_card("lia-u-x4") is CARDS["lia-u-x4"]
+    with pytest.raises(WeightsError, match="unknown model 'lia-u-x4@9'"):
+        get_card("lia-u-x4@9")
+    assert default_model_name(2, "clean") == "lia-u-x2"
+    with pytest.raises(WeightsError, match="no default photo model for x4"):
+        default_model_name(4, "photo")
+
+
+def test_models_table_fits_80_columns_and_shows_descriptions() -> None:
+    from click.testing import CliRunner
+
+    from lia_upscale.cli import main
+
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(main, ["models"], terminal_width=80)
+    assert result.exit_code == 0
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+    assert "official deploy weights" in result.output and "x4 clean" in result.output
+
+
+def test_loaded_model_describes_itself(home: Path) -> None:
+    from lia_upscale.engine import Engine
+    from lia_upscale.models import load_model
+
+    model = load_model(Path(__file__).resolve().parents[1] / "weights" / "lia-u-x2.safetensors")
+    d = model.descriptor
+    assert (d.architecture, d.variant, d.scale, d.purpose) == ("PlainUSR", "U", 2, "clean")
+    assert (d.min_size, d.alignment, d.feature_channels) == (1, 1, model.config.features + 3)  # U: no LIA
+    engine = Engine(model.module, torch.device("cpu"), torch.float32, 0, descriptor=d)
+    assert (engine.contract.min_size, engine.contract.alignment, engine.contract.context) == (1, 1, d.context)

@@ -18,7 +18,7 @@ from conftest import BENCHMARK, DEVICE, LARGE, OFFICIAL, need
 from lia_upscale.errors import DeviceError
 from lia_upscale.nn import VARIANTS, Placement, PlainUSR
 from lia_upscale.nn.attention import importance_grid_size, resample_importance
-from lia_upscale.tiling import (
+from lia_upscale.engine.tiling import (
     DEFAULT_CONTEXT,
     Region,
     TileContract,
@@ -375,7 +375,7 @@ def test_tiny_images_are_padded_for_lia_not_refused():
 
 
 def test_tiling_does_not_import_the_network():
-    code = "import sys, lia_upscale.tiling; sys.exit('lia_upscale.nn' in sys.modules)"
+    code = "import sys, lia_upscale.engine.tiling; sys.exit('lia_upscale.nn' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
@@ -448,7 +448,7 @@ def test_memory_stays_bounded_on_a_camera_sized_image():
     code = """
 import resource, torch
 torch.set_num_threads(1)
-from lia_upscale.tiling import TileContract, upscale
+from lia_upscale.engine.tiling import TileContract, upscale
 image = torch.rand(3, 2128, 2832)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 fn = lambda b, r, full: b.repeat_interleave(4, -2).repeat_interleave(4, -1)

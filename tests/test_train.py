@@ -10,11 +10,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import BENCHMARK, need
-from lia_upscale.bicubic import matlab_downscale_uint8
+from lia_upscale.tools.bicubic import matlab_downscale_uint8
 from lia_upscale.cli import main
 from lia_upscale.models import load_model, read_header
 from lia_upscale.nn import VARIANTS, PlainUSR
-from lia_upscale.train import benchmark_pairs, evaluate_psnr, init_identity
+from lia_upscale.tools.train import benchmark_pairs, evaluate_psnr, init_identity
 
 
 def _smooth(rng: np.random.Generator, size: int) -> np.ndarray:

@@ -16,17 +16,35 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_wheel_carries_the_defaults_and_upscales_offline(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel built from this checkout."""
     pytest.importorskip("setuptools")
-    dist = tmp_path / "dist"
+    dist = tmp_path_factory.mktemp("dist")
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
-                    "--no-index", "-q", "-w", str(dist)], check=True, cwd=tmp_path)
-    wheel = next(dist.glob("lia_upscale-*.whl"))
-    names = zipfile.ZipFile(wheel).namelist()
+                    "--no-index", "-q", "-w", str(dist)], check=True, cwd=dist)
+    return next(dist.glob("lia_upscale-*.whl"))
+
+
+def test_wheel_carries_licence_notice_types_and_cards(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    info = wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"
+    assert f"{info}/licenses/LICENSE" in names
+    assert "lia_upscale/weights/NOTICE" in names  # the weights' training-data terms
+    assert "lia_upscale/py.typed" in names
+    assert "lia_upscale/models/cards.json" in names
     for scale in (2, 4):
         assert f"lia_upscale/weights/lia-u-x{scale}.safetensors" in names
+    # discovered, not listed by hand: every package folder of the source tree is in the wheel
+    packages = {str(p.parent.relative_to(ROOT)) for p in (ROOT / "lia_upscale").rglob("__init__.py")}
+    assert packages <= {n.rsplit("/", 1)[0] for n in names}
+    import lia_upscale
 
+    assert wheel.name.split("-")[1] == lia_upscale.__version__
+
+
+@pytest.mark.slow
+def test_wheel_upscales_offline(wheel: Path, tmp_path: Path) -> None:
     # a fresh environment that borrows torch & co. from this one through a .pth file (so
     # nothing is downloaded), gets only the wheel installed, and runs outside the source tree
     env_dir = tmp_path / "venv"

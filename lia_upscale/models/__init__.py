@@ -1,22 +1,12 @@
-"""Weight files -> a ready model: variant detection, strict loading, safetensors, registry."""
+"""Weight files -> a ready model: variant detection, strict loading, safetensors, cards, registry, descriptor."""
 
 from __future__ import annotations
 
 from .detect import check_shapes, describe_config, detect_config, expected_shapes, load_state
 from .loader import Model, load_model
-from .registry import (
-    CARDS,
-    ModelCard,
-    ProgressCallback,
-    card_for_file,
-    default_model_name,
-    embedded_weights_dir,
-    get_card,
-    install,
-    list_models,
-    resolve,
-    user_weights_dir,
-)
+from .cards import ALL_CARDS, CARDS, PURPOSES, ModelCard, card_for_file, default_model_name, get_card
+from .descriptor import ModelDescriptor, describe
+from .registry import ProgressCallback, embedded_weights_dir, install, list_models, resolve, user_weights_dir
 from .weightfile import (
     FORMAT,
     FORMAT_VERSION,
@@ -36,7 +26,11 @@ __all__ = [
     "load_state",
     "Model",
     "load_model",
+    "ALL_CARDS",
     "CARDS",
+    "PURPOSES",
+    "ModelDescriptor",
+    "describe",
     "ModelCard",
     "ProgressCallback",
     "card_for_file",

@@ -11,7 +11,9 @@ import torch
 from ..errors import WeightsError
 from ..nn import PlainUSR, PlainUSRConfig
 from .detect import detect_config, load_state
-from .registry import CARDS, resolve
+from .cards import CARDS, ModelCard, get_card
+from .descriptor import ModelDescriptor, describe
+from .registry import resolve
 from .weightfile import read_pth, read_safetensors
 
 __all__ = ["Model", "load_model"]
@@ -33,6 +35,12 @@ class Model:
     scale: int
     source: str
     path: Path
+    card: ModelCard | None = None
+
+    @property
+    def descriptor(self) -> ModelDescriptor:
+        """What the engine needs to know: scale, tile contract, precisions, purpose."""
+        return describe(self.module, self.card, variant=self.variant)
 
     @property
     def config(self) -> PlainUSRConfig:
@@ -73,9 +81,9 @@ def load_model(path_or_name: str | os.PathLike[str]) -> Model:
     the tensor shapes and the weights are loaded strictly. Raises WeightsError.
     """
     source = os.fspath(path_or_name)
-    if isinstance(path_or_name, str) and source in CARDS:
+    if isinstance(path_or_name, str) and source.split("@", 1)[0] in CARDS:
+        card = get_card(source)
         path = resolve(source)
-        card = CARDS[source]
     else:
         path = Path(source).expanduser()
         card = None
@@ -92,4 +100,4 @@ def load_model(path_or_name: str | os.PathLike[str]) -> Model:
     module = PlainUSR(config)
     load_state(module, state)
     module.float().eval()
-    return Model(module, variant, config.scale, source, path)
+    return Model(module, variant, config.scale, source, path, card)

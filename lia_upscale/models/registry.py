@@ -11,22 +11,17 @@ import tempfile
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import WeightsError
+from .cards import ALL_CARDS, CARDS, ModelCard, card_for_file, get_card
 from .detect import detect_config
 from .weightfile import read_pth, save_weights
 
 __all__ = [
-    "ModelCard",
-    "CARDS",
-    "get_card",
-    "card_for_file",
     "embedded_weights_dir",
     "user_weights_dir",
     "resolve",
-    "default_model_name",
     "list_models",
     "install",
     "ProgressCallback",
@@ -35,118 +30,8 @@ __all__ = [
 #: ``on_progress(file_name, bytes_done, bytes_total_or_None)`` while reading or downloading.
 ProgressCallback = Callable[[str, int, int | None], None]
 
-_UPSTREAM = "https://github.com/icandle/PlainUSR/raw/main/2024_PlainUSR_ACCV/pretrained_model/"
 _CHUNK = 1 << 16
 _TIMEOUT_S = 60.0
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    """One named weight file.
-
-    ``file``: the upstream file name (official) or the embedded file name (ours).
-    ``url``/``sha256``: where the upstream file comes from and its digest; None for the
-    embedded defaults, which ship inside the package.
-    """
-
-    name: str
-    variant: str
-    scale: int
-    file: str
-    url: str | None
-    licence: str
-    sha256: str | None
-    description: str
-
-    @property
-    def embedded(self) -> bool:
-        """True for weights that ship with lia-upscale (no download)."""
-        return self.url is None
-
-
-# (variant, letter in the upstream file name, name suffix, long name)
-_OFFICIAL_SIZES = (
-    ("U", "U", "u", "ultra"),
-    ("T", "T", "t", "tiny"),
-    ("S", "S", "s", "small"),
-    ("M", "M", "m", "medium"),
-    ("base", "", "base", "base"),
-    ("L", "L", "l", "large"),
-)
-# SHA-256 of the upstream files, as published in icandle/PlainUSR.
-_OFFICIAL_SHA256 = {
-    "PlainUSRL_Rep_x2.pth": "695596b258962f2e17cea71ff94cfa64067f061c748546f0d1d4b3aa46f520c2",
-    "PlainUSRL_Rep_x4.pth": "050a1d20f2046d01eadab9efd8918a5d9ef705586faab16192d42b897d99ec4e",
-    "PlainUSRM_Rep_x2.pth": "f83f3afee4467e7a239e88b85cb0849cd627d06650bc71dd67370d9bc7c87d54",
-    "PlainUSRM_Rep_x4.pth": "5f277afeb3dcfc8014a1ae2fb8f79286147f670e68d43fc9d6ccbc3a9650d3d8",
-    "PlainUSRS_Rep_x2.pth": "7517940668d25eb28fbc27751cd9e42258ab0277e474b65ab782bb61cac7e81d",
-    "PlainUSRS_Rep_x4.pth": "874b274f27c0174df744fd22eec9dea907f484014100479f822e609dda86f919",
-    "PlainUSRT_Rep_x2.pth": "65af9f10f65ec806849bc5eaffadfa0e39101f7a6d7d8f394b13090fce4ae1d4",
-    "PlainUSRT_Rep_x4.pth": "43f254de7f5f349256aaf7e5b40484d2c9fb3573ca1ef89478c5dd11b86331dc",
-    "PlainUSRU_Rep_x2.pth": "8c6c9f82bceaab6b84bacad643443c367bee93e9ecdabb7c7e4cc595dc82df81",
-    "PlainUSRU_Rep_x4.pth": "d64a40ab30019a20a34bb89dd4c6b5d0ab8b16911c65c63ce31b842f4079d15a",
-    "PlainUSR_Rep_x2.pth": "2fdda1ffebfb07352e11651f1814b74bf36446aeb2b9541bea55d0b94d55e52e",
-    "PlainUSR_Rep_x4.pth": "afdf923f7bb2e1904d26673653466bd11d809d2daf19a2c7bd6a38391a70efc2",
-}
-
-
-def _official_cards() -> list[ModelCard]:
-    cards = []
-    for variant, letter, suffix, long in _OFFICIAL_SIZES:
-        for scale in (2, 4):
-            file = f"PlainUSR{letter}_Rep_x{scale}.pth"
-            cards.append(
-                ModelCard(
-                    name=f"plainusr-{suffix}-x{scale}",
-                    variant=variant,
-                    scale=scale,
-                    file=file,
-                    url=_UPSTREAM + file,
-                    licence="MIT",
-                    sha256=_OFFICIAL_SHA256[file],
-                    description=f"PlainUSR-{long} x{scale}, official deploy weights (ACCV 2024)",
-                )
-            )
-    return cards
-
-
-def _embedded_cards() -> list[ModelCard]:
-    return [
-        ModelCard(
-            name=f"lia-u-x{scale}",
-            variant="U",
-            scale=scale,
-            file=f"lia-u-x{scale}.safetensors",
-            url=None,
-            licence="MIT; trained on research-use data",
-            sha256=None,
-            description=(
-                f"PlainUSR-ultra x{scale} trained by lia-upscale on BSD200 (BSDS: non-commercial "
-                "research and education) and T91 (research); the built-in default, see weights/README.md"
-            ),
-        )
-        for scale in (2, 4)
-    ]
-
-
-#: Every known model by name: the embedded defaults first, then the official checkpoints.
-CARDS: dict[str, ModelCard] = {c.name: c for c in _embedded_cards() + _official_cards()}
-
-
-def get_card(name: str) -> ModelCard:
-    """The card called ``name``; an unknown name raises WeightsError listing the known ones."""
-    try:
-        return CARDS[name]
-    except KeyError:
-        raise WeightsError(f"unknown model {name!r}; known models: {', '.join(CARDS)}") from None
-
-
-def card_for_file(file_name: str) -> ModelCard | None:
-    """The official card whose upstream file is called ``file_name``, if any."""
-    for card in CARDS.values():
-        if not card.embedded and card.file == file_name:
-            return card
-    return None
 
 
 def embedded_weights_dir() -> Path:
@@ -189,7 +74,7 @@ def user_weights_dir() -> Path:
 def _path_of(card: ModelCard) -> Path:
     if card.embedded:
         return embedded_weights_dir() / card.file
-    return user_weights_dir() / f"{card.name}.safetensors"
+    return user_weights_dir() / f"{card.name if card.version == 1 else card.pinned}.safetensors"
 
 
 def resolve(name: str) -> Path:
@@ -212,21 +97,10 @@ def resolve(name: str) -> Path:
     )
 
 
-def default_model_name(scale: int) -> str:
-    """Name of the built-in model for ``scale`` (2 or 4)."""
-    for card in CARDS.values():
-        if card.embedded and card.scale == scale:
-            return card.name
-    scales = sorted({c.scale for c in CARDS.values() if c.embedded})
-    raise WeightsError(
-        f"no built-in model for x{scale} (built-in scales: {', '.join(f'x{s}' for s in scales)})"
-    )
-
-
 def list_models() -> list[tuple[ModelCard, Path | None]]:
     """Every card with the path of its weight file, or None where it is not present."""
     out = []
-    for card in CARDS.values():
+    for card in ALL_CARDS:
         path = _path_of(card)
         out.append((card, path if path.is_file() else None))
     return out
@@ -328,8 +202,8 @@ def install(
     """
     dest = user_weights_dir()
     text = os.fspath(source)
-    if text in CARDS:
-        card = CARDS[text]
+    if text in CARDS or text.split("@", 1)[0] in CARDS:
+        card = get_card(text)
         if card.embedded or card.url is None:
             raise WeightsError(f"{text} ships with lia-upscale and needs no install")
         text = card.url

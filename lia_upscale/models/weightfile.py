@@ -7,9 +7,7 @@ import os
 import pickle
 import re
 import struct
-import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -21,6 +19,7 @@ from safetensors.torch import save as _safetensors_save
 from torch import nn
 
 from ..errors import WeightsError
+from ..files import atomic_writer
 from ..nn import VARIANTS, PlainUSRConfig
 from .detect import Shape, detect_config
 
@@ -33,7 +32,6 @@ __all__ = [
     "save_weights",
     "read_pth",
     "convert",
-    "atomic_writer",
 ]
 
 #: ``format`` and ``format_version`` in the metadata of every file we write.
@@ -242,27 +240,6 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[WeightHeader, dict[s
 def _first_line(error: BaseException) -> str:
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()
     return text[0][:200] if text else type(error).__name__
-
-
-@contextmanager
-def atomic_writer(path: Path) -> Iterator[BinaryIO]:
-    """Write ``path`` through a temporary file in the same folder, moved in place on success.
-
-    On any error the temporary file is removed and ``path`` is left as it was.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod"):
-                os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would stick to the final file
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _state_of(module_or_state: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

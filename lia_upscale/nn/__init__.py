@@ -1,4 +1,11 @@
-"""Network code, torch only: soft pooling, LIA and the PlainUSR deploy network."""
+"""Network code, torch only: soft pooling, LIA and the PlainUSR deploy network.
+
+:class:`LIA` (Local Importance-based Attention) and :class:`SoftPool2d` /
+:func:`soft_pool2d` are public building blocks for other networks: ``LIA(channels,
+hidden=16)`` maps (N, C, H, W) to the same shape for H, W >= :data:`LIA_MIN_SIZE`, stays
+finite in float16 and bfloat16, and trains like any module (see the README, "LIA as a
+building block").
+"""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from torch import nn
 from .placement import Placement
 from .softpool import SoftPool2d
 
-__all__ = ["LIA", "LightAttention", "importance_grid_size", "LIA_ALIGNMENT", "LIA_MIN_SIZE"]
+__all__ = ["LIA", "LightAttention", "importance_grid_size", "importance_taps", "resample_importance", "LIA_ALIGNMENT", "LIA_MIN_SIZE"]
 
 _POOL_KERNEL, _POOL_STRIDE, _DOWN_STRIDE = 7, 3, 2
 #: Tile origins must be multiples of this for LIA's coarse grid to line up with the
@@ -27,10 +27,10 @@ def importance_grid_size(size: int) -> int:
     return (pooled - 1) // _DOWN_STRIDE + 1
 
 
-def _axis_taps(
+def importance_taps(
     placements: Sequence[Placement], size: int, coarse: int, vertical: bool, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Bilinear taps (align_corners=False) at the positions the whole image would use.
+    """Bilinear taps (align_corners=False) of LIA's importance map at the positions the whole image would use.
 
     Returns index tensors (N, size) into this tile's coarse map and weights (N, size).
     """
@@ -71,8 +71,8 @@ def resample_importance(
     height, width = size
     if any(p.top % LIA_ALIGNMENT or p.left % LIA_ALIGNMENT for p in placements):
         raise ValueError(f"tile origins must be multiples of {LIA_ALIGNMENT}")
-    y0, y1, ly = _axis_taps(placements, height, ch, True, w.device)
-    x0, x1, lx = _axis_taps(placements, width, cw, False, w.device)
+    y0, y1, ly = importance_taps(placements, height, ch, True, w.device)
+    x0, x1, lx = importance_taps(placements, width, cw, False, w.device)
     ly = ly.to(w.dtype).view(n, 1, height, 1)
     lx = lx.to(w.dtype).view(n, 1, 1, width)
     rows = lambda idx: torch.gather(w, 2, idx.view(n, 1, height, 1).expand(n, c, height, cw))

@@ -6,21 +6,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["soft_pool2d", "SoftPool2d"]
+__all__ = ["soft_pool2d", "soft_pool2d_exact", "SoftPool2d", "SOFTPOOL_FLOOR", "SOFTPOOL_TINY"]
 
 # exp(-100) is far below anything a window's denominator can feel, and clamping keeps
 # (x - shift) * exp(x - shift) finite when the subtraction itself overflows.
-_FLOOR = -100.0
+SOFTPOOL_FLOOR = -100.0
 # A window whose shifted exponentials all fall below this is recomputed with its own max.
-_TINY = 1e-30
+SOFTPOOL_TINY = 1e-30
 
 
-def _soft_pool_exact(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
-    """Per-window max shift via unfold: exact, finite, but ~kernel²/stride² memory."""
+def soft_pool2d_exact(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """Soft pooling with a per-window max shift via unfold: exact and finite, but ~kernel²/stride² memory.
+
+    The fallback for windows whose shifted exponentials underflow (see :func:`soft_pool2d`).
+    """
     n, c, h, w = x.shape
     patches = F.unfold(x, kernel, stride=stride).view(n, c, kernel * kernel, -1)
     shift = patches.amax(2, keepdim=True)
-    d = (patches - shift).clamp_min(_FLOOR)
+    d = (patches - shift).clamp_min(SOFTPOOL_FLOOR)
     e = d.exp()
     out = shift.squeeze(2) + (e * d).sum(2) / e.sum(2)
     return out.view(n, c, (h - kernel) // stride + 1, (w - kernel) // stride + 1)
@@ -38,13 +41,13 @@ def soft_pool2d(x: torch.Tensor, kernel: int = 7, stride: int = 3) -> torch.Tens
     """
     xf = x.float()
     shift = xf.amax((2, 3), keepdim=True)
-    d = (xf - shift).clamp_min(_FLOOR)
+    d = (xf - shift).clamp_min(SOFTPOOL_FLOOR)
     e = d.exp()
     den = F.avg_pool2d(e, kernel, stride)
     out = shift + F.avg_pool2d(e * d, kernel, stride) / den
-    starved = den < _TINY
+    starved = den < SOFTPOOL_TINY
     if bool(starved.any()):
-        out = torch.where(starved, _soft_pool_exact(xf, kernel, stride), out)
+        out = torch.where(starved, soft_pool2d_exact(xf, kernel, stride), out)
     return out.to(x.dtype)
 
 

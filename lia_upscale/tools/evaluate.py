@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import imageio
-from .errors import ImageError
+from .. import images
+from ..errors import ImageError
 from .metrics import psnr_y, ssim_y
 
 __all__ = ["EvalResult", "find_pairs", "pair_scale", "evaluate"]
@@ -49,13 +49,13 @@ def find_pairs(folder: Path) -> list[tuple[Path, Path]]:
 
 
 def _rgb8(path: Path) -> np.ndarray:
-    pic = imageio.decode(path)
+    pic = images.decode(path)
     return np.clip(np.round(pic.rgb * 255.0), 0, 255).astype(np.uint8)
 
 
 def pair_scale(pairs: list[tuple[Path, Path]]) -> int:
     """The scale of the pairs, from the HR/LR size ratio of the first pair (must be integral)."""
-    lr, hr = (imageio.probe(p) for p in pairs[0])
+    lr, hr = (images.probe(p) for p in pairs[0])
     scale = hr[0] // lr[0]
     if scale < 1 or hr[0] != lr[0] * scale or hr[1] != lr[1] * scale:
         raise ImageError(f"{pairs[0][1].name} is not an integer multiple of {pairs[0][0].name}")

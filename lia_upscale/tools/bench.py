@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import copy
 import json
-import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -33,18 +31,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .device import PRECISIONS
-from .engine import Engine
-from .models import Model, load_model
-from .nn import LIA, LightAttention, PlainUSR, SoftPool2d
-from .nn.inference import infer
+from ..engine import Engine
+from ..engine.device import PRECISIONS
+from ..models import Model, load_model
+from ..nn import PlainUSR
+from ..nn.inference import infer
+from .measure import Progress, device_name, macs_per_pixel, median, noop, sync, synthetic_image
 
 __all__ = [
     "CASES",
-    "Progress",
-    "macs_per_pixel",
-    "device_name",
-    "synthetic_image",
     "bench_model",
     "largest_tile",
     "memory_probe",
@@ -55,88 +50,6 @@ __all__ = [
 
 #: The measured cases, in the order they alternate.
 CASES = ("naive", "whole", "tiled")
-#: ``on_progress(message)``: one line about what is being measured now.
-Progress = Callable[[str], None]
-
-
-def _noop(message: str) -> None:
-    pass
-
-
-# ------------------------------------------------------------------------- arithmetic
-
-
-def _conv_macs(conv: nn.Conv2d) -> int:
-    kh, kw = conv.kernel_size
-    return conv.out_channels * (conv.in_channels // conv.groups) * kh * kw
-
-
-def _chain_macs(layers: Sequence[nn.Module], area: float) -> float:
-    """Multiply-adds per input pixel of a chain of layers starting at relative ``area``."""
-    total = 0.0
-    for layer in layers:
-        if isinstance(layer, nn.Conv2d):
-            area /= layer.stride[0] * layer.stride[1]
-            total += _conv_macs(layer) * area
-        elif isinstance(layer, SoftPool2d):
-            area /= layer.stride * layer.stride
-        elif isinstance(layer, LIA):
-            total += _chain_macs(list(layer.body), area)  # its own coarse grid, then back
-        elif isinstance(layer, LightAttention):
-            total += _chain_macs(list(layer.body), area)
-    return total
-
-
-def macs_per_pixel(module: PlainUSR) -> float:
-    """Multiply-adds of the convolutions per input pixel, analytically (large-image limit).
-
-    Every 3x3 and 1x1 convolution counts ``out * in * k * k`` per output pixel; LIA's
-    convolutions after the soft pooling (stride 3) and its stride-2 convolution run on
-    1/9 and 1/36 of the pixels. Elementwise work is not counted. Base x4: 285,025.
-    """
-    total = _conv_macs(module.head)
-    for name in module._block_names:
-        total += _chain_macs(list(getattr(module, name).body), 1.0)
-    return total + _conv_macs(module.tail[0])
-
-
-# ---------------------------------------------------------------------------- helpers
-
-
-def device_name(device: torch.device) -> str:
-    """A readable name of ``device``: the GPU's name, or the CPU model."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def synthetic_image(height: int, width: int, seed: int = 0) -> torch.Tensor:
-    """A reproducible (3, H, W) float32 test image in [0, 1]: smooth structure plus noise.
-
-    Smooth enough that activations look like a photo's (float16 stays finite), noisy
-    enough that nothing is constant.
-    """
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(1, 3, max(2, height // 16), max(2, width // 16), generator=g)
-    smooth = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)[0]
-    return (smooth + 0.1 * torch.rand(3, height, width, generator=g)).clamp_(0, 1)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _median(samples: Sequence[float]) -> float:
-    return float(statistics.median(samples))
-
-
 @dataclass
 class _Case:
     name: str
@@ -181,7 +94,7 @@ def _status_kib(field: str) -> int:
     raise KeyError(field)
 
 
-def _peak_child() -> None:
+def peak_child() -> None:
     """Subprocess entry: run one case once and print its peak RSS growth in MiB (JSON)."""
     spec = json.loads(sys.stdin.read())
     if spec.get("threads"):
@@ -208,7 +121,7 @@ def _peak_rss_mib(
     spec = dict(weights=str(model.path), height=size[0], width=size[1], precision=precision,
                 case=case, threads=threads, tile=tile)
     proc = subprocess.run(
-        [sys.executable, "-c", "from lia_upscale.bench import _peak_child; _peak_child()"],
+        [sys.executable, "-c", "from lia_upscale.tools.bench import peak_child; peak_child()"],
         input=json.dumps(spec), capture_output=True, text=True, check=False,
     )
     if proc.returncode != 0:
@@ -217,12 +130,12 @@ def _peak_rss_mib(
 
 
 def _peak_cuda_mib(case: _Case, device: torch.device) -> float:
-    _sync(device)
+    sync(device)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
     case.run()
-    _sync(device)
+    sync(device)
     return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
@@ -244,7 +157,7 @@ def bench_model(
     memory: bool = True,
     threads: int | None = None,
     tile: int | None = None,
-    on_progress: Progress = _noop,
+    on_progress: Progress = noop,
 ) -> list[dict]:
     """Time ``cases`` for one model and input size, one result per dtype.
 
@@ -267,14 +180,14 @@ def bench_model(
     for prec, case in runs:  # warm-up, and the outputs to compare
         on_progress(f"{model.source} {size[0]}x{size[1]} {prec} {case.name}: warm-up")
         outputs[prec, case.name] = case.run().float().cpu()
-        _sync(device)
+        sync(device)
     for r in range(repeats):
         on_progress(f"{model.source} {size[0]}x{size[1]}: repeat {r + 1}/{repeats}")
         for prec, case in runs:
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             case.run()
-            _sync(device)
+            sync(device)
             case.samples.append(time.perf_counter() - t0)
     reference = outputs.get(("fp32", "naive"))
     macs = macs_per_pixel(model.module)
@@ -282,7 +195,7 @@ def bench_model(
     out_pixels = in_pixels * model.scale**2
 
     def describe(prec: str, case: _Case) -> dict:
-        seconds = _median(case.samples)
+        seconds = median(case.samples)
         peak = None
         if memory:
             on_progress(f"{model.source} {size[0]}x{size[1]} {prec} {case.name}: peak memory")
@@ -345,7 +258,7 @@ def memory_probe(module: PlainUSR, device: torch.device, dtype: torch.dtype) -> 
             x = torch.rand(1, 3, t, t, device=device, dtype=dtype)
             y = infer(net, x)
             del x, y
-            _sync(device)
+            sync(device)
             return True
         except Exception as exc:
             if not _out_of_memory(exc):
@@ -409,7 +322,7 @@ def bicubic_point(size: tuple[int, int], scale: int, eval_dir: Path | None, repe
         t0 = time.perf_counter()
         _bicubic(rgb, scale)
         samples.append(time.perf_counter() - t0)
-    seconds = _median(samples[1:])
+    seconds = median(samples[1:])
     psnr = set_psnr(lambda im: _bicubic(im, scale), eval_dir / f"x{scale}", scale) if eval_dir else None
     return {"scale": scale, "output_mp_s": size[0] * size[1] * scale**2 / seconds / 1e6, "psnr_y": psnr}
 
@@ -444,7 +357,7 @@ def run_bench(
     eval_dir: Path | None = None,
     pipeline: Path | None = None,
     pipeline_weights: str | None = None,
-    on_progress: Progress = _noop,
+    on_progress: Progress = noop,
 ) -> dict:
     """The whole ``lia-upscale bench`` report as one JSON-ready dict.
 
@@ -454,9 +367,9 @@ def run_bench(
     ``tile_search`` (default: on CUDA) adds each model's largest tile per dtype.
     ``eval_dir`` (a folder with ``x2``/``x4`` pair folders, e.g. Set5) adds each model's
     PSNR-Y and a bicubic point, for the plot. ``pipeline`` (a folder of images) adds a
-    :func:`~lia_upscale.benchpipeline.pipeline_check` with ``pipeline_weights`` (default: the first model).
+    :func:`~lia_upscale.tools.pipeline.pipeline_check` with ``pipeline_weights`` (default: the first model).
     """
-    from .api import resolve_model_source
+    from ..api import resolve_model_source
 
     if threads:
         torch.set_num_threads(threads)
@@ -510,7 +423,7 @@ def run_bench(
         scales = sorted({m.scale for m in loaded}) or [4]
         report["bicubic"] = [bicubic_point((sizes[0], sizes[0]), s, eval_dir) for s in scales]
     if pipeline is not None:
-        from .benchpipeline import pipeline_check
+        from .pipeline import pipeline_check
 
         source = pipeline_weights or (sources[0] if sources else str(resolve_model_source(None, None, 2)))
         report["pipeline"] = pipeline_check(

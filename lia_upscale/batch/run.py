@@ -1,4 +1,4 @@
-"""Batch jobs: walk inputs, mirror the tree under the output, and run them pipelined.
+"""Batch running: decode, upscale and write the planned jobs, pipelined.
 
 Decoding the next image and finishing and encoding the previous ones run in worker
 threads while the network works on the current one; on a CPU, where memory allows, two
@@ -9,42 +9,24 @@ while the other computes. A folder then costs little more than the network's tim
 
 from __future__ import annotations
 
-import glob
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
-import torch
+from .. import images
+from ..api import NetworkOutput, Upscaler
+from ..engine.threads import shared_threads
+from ..errors import LiaError
+from .plan import Job
+from .signals import interrupt_after
 
-from . import imageio
-from .api import NetworkOutput, Upscaler, save
-from .engine import REUSE_BUDGET_BYTES
-from .errors import LiaError
+__all__ = ["Outcome", "BatchEvents", "ENCODES_IN_FLIGHT", "image_lanes", "run_jobs"]
 
-__all__ = ["Job", "Outcome", "BatchEvents", "ENCODES_IN_FLIGHT", "plan_jobs", "run_jobs", "UsageError"]
-
-_GLOB_CHARS = set("*?[")
 #: Finished images that may wait for (or be in) their encoder at once; each holds its
 #: float32 output (12 bytes per output pixel), so this bounds the batch's extra memory.
 ENCODES_IN_FLIGHT = 2
-
-
-class UsageError(LiaError):
-    """The command line names inputs or outputs that cannot work (exit status 2)."""
-
-
-@dataclass(frozen=True)
-class Job:
-    """One input file and the output it becomes."""
-
-    src: Path
-    dst: Path
-    fmt: str  # output format name, e.g. "PNG"
 
 
 @dataclass(frozen=True)
@@ -76,84 +58,6 @@ class BatchEvents:
     on_outcome: Callable[[Outcome], None] = lambda outcome: None
 
 
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in imageio.FORMAT_SUFFIXES and not path.name.startswith(".")
-
-
-def _walk(root: Path, exclude: Path, recursive: bool) -> Iterator[Path]:
-    paths = root.rglob("*") if recursive else root.glob("*")
-    for path in sorted(paths):
-        if path.is_file() and _is_image(path) and exclude not in path.resolve().parents:
-            yield path
-
-
-def _glob_base(pattern: str) -> Path:
-    parts = Path(pattern).parts
-    base = [p for p in _takewhile_literal(parts)]
-    return Path(*base) if base else Path(".")
-
-
-def _takewhile_literal(parts: Sequence[str]) -> Iterator[str]:
-    for part in parts:
-        if _GLOB_CHARS & set(part):
-            return
-        yield part
-
-
-def _out_format(src: Path, fmt: str) -> tuple[str, str]:
-    """(format name, suffix) for ``src`` under ``--format fmt`` (same|png|jpg|webp|tiff)."""
-    if fmt == "same":
-        name = imageio.format_for_suffix(src)
-        return name, src.suffix
-    name = imageio.format_for_suffix(Path(f"x.{fmt}"))
-    return name, "." + fmt
-
-
-def plan_jobs(inputs: Sequence[str], output: str, *, fmt: str = "same", recursive: bool = True) -> list[Job]:
-    """Expand files, folders and glob patterns into jobs mirroring the tree under ``output``.
-
-    ``output`` is a file path when there is exactly one input file and it has an image
-    suffix; otherwise a folder. Outputs inside an input folder are never read back.
-    Raises UsageError for an input that does not exist or a pattern that matches nothing.
-    """
-    out = Path(output)
-    out_resolved = out.resolve()
-    pairs: list[tuple[Path, Path]] = []  # (src, path relative to the output folder)
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            pairs += [(p, p.relative_to(path)) for p in _walk(path, out_resolved, recursive)]
-        elif path.is_file():
-            pairs.append((path, Path(path.name)))
-        elif _GLOB_CHARS & set(item):
-            base = _glob_base(item)
-            matches = [Path(m) for m in sorted(glob.glob(item, recursive=True))]
-            files = [m for m in matches if m.is_file() and _is_image(m) and out_resolved not in m.resolve().parents]
-            if not files:
-                raise UsageError(f"no image matches {item!r}")
-            pairs += [(m, m.relative_to(base)) for m in files]
-        else:
-            raise UsageError(f"input not found: {item}")
-    single_file = len(inputs) == 1 and Path(inputs[0]).is_file()
-    jobs: list[Job] = []
-    seen: dict[Path, Path] = {}
-    for src, rel in pairs:
-        name, suffix = _out_format(src, fmt)
-        if single_file and out.suffix.lower() in imageio.FORMAT_SUFFIXES:
-            dst = out
-            name = imageio.format_for_suffix(out) if fmt == "same" else name
-        else:
-            dst = out / rel.with_suffix(suffix)
-        key = dst.resolve()
-        if key == src.resolve():
-            raise UsageError(f"output would overwrite its input: {src}")
-        if key in seen:
-            raise UsageError(f"{src} and {seen[key]} would both be written to {dst}")
-        seen[key] = src
-        jobs.append(Job(src, dst, name))
-    return jobs
-
-
 def _reason(exc: Exception) -> str:
     """One line for a failed file: our own messages as they are, anything else with its type."""
     text = str(exc).splitlines()[0] if str(exc) else ""
@@ -179,7 +83,7 @@ def _run_into(future: Future, fn: Callable[..., object], *args: object) -> None:
 
 def _finish_and_save(
     upscaler: Upscaler,
-    picture: imageio.Picture,
+    picture: images.Picture,
     output: NetworkOutput,
     job: Job,
     quality: int | None,
@@ -187,7 +91,7 @@ def _finish_and_save(
 ) -> None:
     """The encoder thread's part: clamp, resample and convert the network's output, then write."""
     result = upscaler.finish_picture(picture, output, outscale)
-    save(result, job.dst, job.fmt, quality, dpi_scale=result.height / picture.height)
+    images.save(result, job.dst, job.fmt, quality, dpi_scale=result.height / picture.height)
 
 
 class _Stopped(Exception):
@@ -198,45 +102,17 @@ def image_lanes(upscaler: Upscaler, sizes: Iterable[tuple[int, int]]) -> int:
     """How many images the batch runs at once: 2 or 1.
 
     Two, each with half the CPU threads, when the engine runs on a CPU with at least two
-    threads and two of the largest image fit :data:`~lia_upscale.engine.REUSE_BUDGET_BYTES`
-    together (:meth:`~lia_upscale.engine.Engine.working_bytes`): then one image's decoding
-    and encoding fill the cores while the other's network waits for them, instead of
-    competing with a network that holds every core (four 6-MP photos at x2 with U: 0.99x
-    the network time instead of 1.16x, measured by ``scripts/pipeline_workers_ab.py``).
-    One on CUDA, on one thread, and for big images on wide models. ``sizes`` (H, W) is
-    only read when the device and threads allow two, so it may be a lazy probe of files.
+    threads and two of the largest image fit the engine's memory budget together: the
+    engine's policy, :meth:`~lia_upscale.engine.Engine.concurrent_images`. ``sizes`` (H, W)
+    is only read when the device and threads allow two, so it may be a lazy probe of files.
     """
-    engine = upscaler.engine
-    if engine.device.type != "cpu" or torch.get_num_threads() < 2:
-        return 1
-    sizes = list(sizes)
-    if len(sizes) < 2:
-        return 1
-    return 2 if 2 * max(engine.working_bytes(size) for size in sizes) <= REUSE_BUDGET_BYTES else 1
-
-
-@contextmanager
-def _interrupt_after() -> Iterator[None]:
-    """Hold a Ctrl-C back until the block is done (main thread only): an outcome is then
-    reported exactly once. Any other thread can receive the signal, but Python runs its
-    handler in the main thread, so blocking the signal would not do."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[tuple] = []
-    previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught and callable(previous):
-            previous(*caught[0])
+    return upscaler.engine.concurrent_images(sizes)
 
 
 def _probed(job: Job) -> tuple[int, int]:
     """(H, W) from the file's header; (0, 0) if unreadable (its decode will fail and say why)."""
     try:
-        width, height = imageio.probe(job.src)
+        width, height = images.probe(job.src)
     except LiaError:
         return 0, 0
     return height, width
@@ -302,17 +178,17 @@ def run_jobs(
                     outcome = None
                 except Exception as exc:  # one file's failure never stops the batch
                     outcome = Outcome(p.job, "failed", time.perf_counter() - p.started, _reason(exc))
-                with _interrupt_after():  # listed or reported, never neither
+                with interrupt_after():  # listed or reported, never neither
                     writing.pop(0)
                     if outcome is not None:
                         report(outcome)
 
-        reads = [decoder.submit(imageio.decode, job.src) for job in todo[:1]]
+        reads = [decoder.submit(images.decode, job.src) for job in todo[:1]]
         try:
             for i, job in enumerate(todo):
                 started = time.perf_counter()
                 if i + 1 < len(todo):
-                    reads.append(decoder.submit(imageio.decode, todo[i + 1].src))
+                    reads.append(decoder.submit(images.decode, todo[i + 1].src))
                 try:
                     picture = reads[i].result()
                     reads[i] = None  # type: ignore[call-overload]
@@ -377,7 +253,7 @@ def _run_lanes(
             return None
         started = time.perf_counter()
         try:
-            picture = imageio.decode(job.src)
+            picture = images.decode(job.src)
             h, w = picture.rgb.shape[:2]
             ev.on_start(job, h * w)
             output = upscaler.run_network(picture, tile_counter(index))
@@ -393,29 +269,24 @@ def _run_lanes(
                 in_flight.pop(index, None)
         return Outcome(job, "done", time.perf_counter() - started)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads // lanes))
-    try:
-        with ThreadPoolExecutor(lanes, thread_name_prefix="lane") as pool:
-            futures = [pool.submit(lane, i, job) for i, job in enumerate(todo)]
-            reported = 0  # futures[:reported] are reported, in job order
-            try:
-                while reported < len(futures):
-                    outcome = futures[reported].result()  # an interrupt here: fetched again below
-                    with _interrupt_after():
-                        if outcome is not None:
-                            report(outcome)
-                        reported += 1
-            except BaseException:
-                stop.set()
-                rest = futures[reported:]
-                for future in rest:
-                    future.cancel()
-                for future in rest:  # a running lane stops at its next tile or finishes its write
-                    outcome = None if future.cancelled() else future.result()
+    with shared_threads(lanes), ThreadPoolExecutor(lanes, thread_name_prefix="lane") as pool:
+        futures = [pool.submit(lane, i, job) for i, job in enumerate(todo)]
+        reported = 0  # futures[:reported] are reported, in job order
+        try:
+            while reported < len(futures):
+                outcome = futures[reported].result()  # an interrupt here: fetched again below
+                with interrupt_after():
                     if outcome is not None:
-                        with _interrupt_after():
-                            report(outcome)
-                raise
-    finally:
-        torch.set_num_threads(threads)
+                        report(outcome)
+                    reported += 1
+        except BaseException:
+            stop.set()
+            rest = futures[reported:]
+            for future in rest:
+                future.cancel()
+            for future in rest:  # a running lane stops at its next tile or finishes its write
+                outcome = None if future.cancelled() else future.result()
+                if outcome is not None:
+                    with interrupt_after():
+                        report(outcome)
+            raise

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .errors import DeviceError
+from ..errors import DeviceError
 
 __all__ = [
     "DEFAULT_CONTEXT",

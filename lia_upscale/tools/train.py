@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .bicubic import matlab_downscale_uint8
+from ..errors import LiaError
 from .degradations import PhotoDegradation
-from .errors import LiaError
 from .evaluate import find_pairs
 from .metrics import psnr_y
-from .nn import VARIANTS, PlainUSR
+from ..nn import VARIANTS, PlainUSR
 
 __all__ = ["TrainConfig", "TrainStatus", "train", "load_pairs", "benchmark_pairs"]
 
@@ -187,7 +187,7 @@ def train(
     if cfg.degradation not in ("bicubic", "photo"):
         raise LiaError(f"unknown degradation {cfg.degradation!r} (bicubic or photo)")
     if cfg.init:
-        from .models import load_model
+        from ..models import load_model
 
         start_model = load_model(cfg.init)
         if (start_model.variant, start_model.scale) != (cfg.variant, cfg.scale):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from . import imageio
-from .bench import Progress, _median, _noop
+from .. import images
+from .measure import Progress, median, noop
 
 __all__ = ["pipeline_check"]
 
@@ -26,7 +26,7 @@ def pipeline_check(
     precision: str = "auto",
     repeats: int = 1,
     quality: int | None = None,
-    on_progress: Progress = _noop,
+    on_progress: Progress = noop,
 ) -> dict:
     """Run a folder through :func:`~lia_upscale.batch.run_jobs` and compare with the network alone.
 
@@ -45,8 +45,9 @@ def pipeline_check(
     the batch ran at once (:func:`~lia_upscale.batch.image_lanes`); with two, the networks
     overlap and ``waiting_s`` is None, and ``network_in_batch_s`` sums both lanes' time.
     """
-    from .api import Upscaler
-    from .batch import image_lanes, plan_jobs, run_jobs
+    from ..api import Upscaler
+    from ..batch.plan import plan_jobs
+    from ..batch.run import image_lanes, run_jobs  # looked up now: a test may replace image_lanes
 
     up = Upscaler(model=str(weights), device=device, precision=precision)  # a name or a file
     with tempfile.TemporaryDirectory(prefix="lia-bench-") as tmp:
@@ -55,14 +56,14 @@ def pipeline_check(
         pictures = []
         for job in jobs:
             t0 = time.perf_counter()
-            pictures.append(imageio.decode(job.src))
+            pictures.append(images.decode(job.src))
             decode_s.append(time.perf_counter() - t0)
         on_progress(f"pipeline: {len(jobs)} images, warm-up")
         up.run_network(pictures[0])
         network = up.run_network
         in_batch: list[list[float]] = []
 
-        def timed(picture: imageio.Picture, on_tile=None):
+        def timed(picture: images.Picture, on_tile=None):
             t0 = time.perf_counter()
             output = network(picture, on_tile)
             in_batch[-1].append(time.perf_counter() - t0)
@@ -80,7 +81,7 @@ def pipeline_check(
                     result = up.finish_picture(pic, output)
                     finish_s.append(time.perf_counter() - t0)
                     t0 = time.perf_counter()
-                    imageio.encode(result, _Sink(), job.fmt, quality=quality, dpi_scale=up.scale)
+                    images.encode(result, _Sink(), job.fmt, quality=quality, dpi_scale=up.scale)
                     encode_s.append(time.perf_counter() - t0)
                     del result
                 del output
@@ -107,11 +108,11 @@ def pipeline_check(
         "formats": sorted({j.fmt for j in jobs}),
         "threads": torch.get_num_threads(),
         "lanes": lanes,
-        "compute_s": _median(compute),
-        "wall_s": _median(walls),
-        "ratio": _median([w / c for w, c in zip(walls, compute)]),
-        "network_in_batch_s": _median([sum(t) for t in in_batch]),
-        "waiting_s": _median([w - sum(t) for w, t in zip(walls, in_batch)]) if lanes == 1 else None,
+        "compute_s": median(compute),
+        "wall_s": median(walls),
+        "ratio": median([w / c for w, c in zip(walls, compute)]),
+        "network_in_batch_s": median([sum(t) for t in in_batch]),
+        "waiting_s": median([w - sum(t) for w, t in zip(walls, in_batch)]) if lanes == 1 else None,
         "decode_s": sum(decode_s),
         "finish_s": sum(finish_s),
         "encode_s": sum(encode_s),

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 
 from . import tiling
 from .allocator import reuse_freed_memory
-from .nn import Placement, PlainUSR
-from .nn.inference import infer
+from .threads import cpu_threads
+from ..errors import DeviceError
+from ..models.descriptor import ModelDescriptor, describe
+from ..nn import Placement, PlainUSR
+from ..nn.inference import infer
 
 __all__ = ["Engine", "DEFAULT_TILE", "DEFAULT_CPU_TILE", "LARGE_IMAGE_PIXELS", "REUSE_BUDGET_BYTES", "default_tile"]
 
@@ -25,7 +28,7 @@ DEFAULT_TILE = 512
 #: speed of its four 1032 tiles) and memory-hungry. 1032 runs images up to 1 MP as one
 #: tile; a multiple of 6 (LIA's alignment), so that the tile is used as given.
 DEFAULT_CPU_TILE = 1032
-#: On the CPU, freed memory is kept in the heap for reuse (:mod:`~lia_upscale.allocator`:
+#: On the CPU, freed memory is kept in the heap for reuse (:mod:`~lia_upscale.engine.allocator`:
 #: no page faults, 1.3-1.7x faster on a 6-MP photo) for images up to this many input
 #: pixels, and for larger ones only while their estimated peak stays within
 #: :data:`REUSE_BUDGET_BYTES`: the output accumulator (12 bytes per output pixel) plus six
@@ -46,7 +49,8 @@ def default_tile(device: torch.device) -> int:
 class Engine:
     """Runs a PlainUSR module over images of any size, tile by tile, seam-exact.
 
-    ``module`` is copied to ``device`` in ``dtype``, channels-last, and run through
+    ``descriptor`` (default: :func:`~lia_upscale.models.describe` of ``module``) gives
+    the scale and the tile contract. ``module`` is copied to ``device`` in ``dtype``, channels-last, and run through
     :func:`~lia_upscale.nn.inference.infer` (the same network, fewer memory passes). A
     batch of tiles that comes back non-finite is recomputed in float32 (``fallbacks``
     counts those, ``on_fallback`` is called the first time). ``tile`` is the tile edge in
@@ -61,12 +65,17 @@ class Engine:
         dtype: torch.dtype,
         tile: int | None = None,
         *,
+        descriptor: ModelDescriptor | None = None,
         on_fallback: Callable[[str], None] | None = None,
     ) -> None:
+        #: the network's contract; everything below reads it, not attributes of the module
+        self.descriptor = desc = descriptor or describe(module)
+        if (dtype == torch.float16 and not desc.float16) or (dtype == torch.bfloat16 and not desc.bfloat16):
+            raise DeviceError(f"{desc.name or desc.architecture} does not support {dtype}")
         self.device = device
         self.dtype = dtype
         self.tile = default_tile(device) if tile is None else int(tile)
-        self.scale = module.scale
+        self.scale = desc.scale
         # channels-last: faster float32 convolutions, and 10x faster float16 ones on the CPU
         # a copy: the caller's float32 module stays as it is (and serves the fallback)
         self._module = copy.deepcopy(module).to(device=device, dtype=dtype, memory_format=torch.channels_last).eval()
@@ -76,10 +85,10 @@ class Engine:
         self.fallbacks = 0
         self._on_fallback = on_fallback
         self.contract = tiling.TileContract(
-            scale=module.scale,
-            min_size=module.min_size,
-            alignment=module.alignment,
-            context=tiling.DEFAULT_CONTEXT,
+            scale=desc.scale,
+            min_size=desc.min_size,
+            alignment=desc.alignment,
+            context=desc.context,
         )
 
     @property
@@ -118,7 +127,7 @@ class Engine:
         batch = pixels  # input pixels per network call: the whole image, or a batch of tiles
         if self.tile > 0:
             batch = min(pixels, max(self.max_batch_pixels, (self.tile + 2 * self.contract.context) ** 2))
-        map_bytes = (self._module.config.features + 3) * batch * self.dtype.itemsize
+        map_bytes = self.descriptor.feature_channels * batch * self.dtype.itemsize
         return 12 * pixels * self.scale**2 + _REUSE_MAPS * map_bytes
 
     def _reuse_memory(self, size: tuple[int, int]) -> bool:
@@ -126,6 +135,25 @@ class Engine:
         if self.device.type != "cpu":
             return False
         return size[0] * size[1] <= LARGE_IMAGE_PIXELS or self.working_bytes(size) <= REUSE_BUDGET_BYTES
+
+    def concurrent_images(self, sizes: Iterable[tuple[int, int]]) -> int:
+        """How many images of these (H, W) sizes should run at once on this engine: 2 or 1.
+
+        Two, each with half the CPU threads, when the engine runs on a CPU with at least two
+        threads and two of the largest image fit :data:`REUSE_BUDGET_BYTES` together
+        (:meth:`working_bytes`): then one image's decoding and encoding fill the cores while
+        the other's network waits for them, instead of competing with a network that holds
+        every core (four 6-MP photos at x2 with U: 0.99x the network time instead of 1.16x,
+        measured by ``scripts/pipeline_workers_ab.py``). One on CUDA, on one thread, and for
+        big images on wide models. ``sizes`` is only read when the device and threads allow
+        two, so it may be a lazy probe of files.
+        """
+        if self.device.type != "cpu" or cpu_threads() < 2:
+            return 1
+        sizes = list(sizes)
+        if len(sizes) < 2:
+            return 1
+        return 2 if 2 * max(self.working_bytes(size) for size in sizes) <= REUSE_BUDGET_BYTES else 1
 
     def run(
         self, rgb: np.ndarray | torch.Tensor, on_tile: Callable[[int, int], None] | None = None

@@ -1,0 +1,115 @@
+"""``lia-upscale bench``: runs the benchmark and prints its tables."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import LiaError
+from .app import fail_usage, main, make_console
+
+
+@main.command("bench")
+@click.option("--model", "model_names", multiple=True, help="A model name (repeatable).")
+@click.option("--weights", multiple=True, type=click.Path(exists=True),
+              help="A weight file, or a folder of them (repeatable).")
+@click.option("--size", "sizes", multiple=True, type=click.IntRange(min=7), default=(512,), show_default=True,
+              help="Square input edge in pixels (repeatable).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--precision", "precisions", multiple=True, type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+              default=("auto",), show_default=True, help="Repeatable; auto: fp32 on the CPU, fp16 and fp32 on CUDA.")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timed runs per case (cases alternate; the median counts).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
+@click.option("--cases", default="naive,whole,tiled", show_default=True,
+              help="Comma-separated subset of naive,whole,tiled, or none.")
+@click.option("--tile", type=click.IntRange(min=0), default=None,
+              help="Tile edge of the tiled case (default: the engine's default for the device).")
+@click.option("--no-memory", is_flag=True, help="Skip the peak-memory measurements.")
+@click.option("--tile-search/--no-tile-search", default=None, help="Find the largest tile that fits (default: on CUDA).")
+@click.option("--eval-dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="A folder with x2/ and x4/ *_LR/*_HR pairs (e.g. Set5): adds PSNR-Y and bicubic.")
+@click.option("--pipeline", type=click.Path(exists=True, file_okay=False), default=None,
+              help="A folder of images: batch wall time against compute time.")
+@click.option("--pipeline-weights", default=None, help="Model for --pipeline (default: the first model).")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Write a PNG of throughput against PSNR-Y (needs --eval-dir).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_cmd(model_names, weights, sizes, device, precisions, repeats, threads, cases, tile, no_memory, tile_search,
+              eval_dir, pipeline, pipeline_weights, plot, as_json) -> None:
+    """Measure throughput, GFLOP/s and memory: the naive forward against ours, whole and tiled."""
+    import torch
+
+    from ..tools.bench import CASES, run_bench
+    from ..engine.device import PRECISIONS, choose_device
+
+    console = make_console()
+    chosen = [c.strip() for c in cases.split(",") if c.strip() and c.strip() != "none"]
+    if any(c not in CASES for c in chosen):
+        fail_usage(f"--cases takes a subset of {','.join(CASES)} (or none), not {cases!r}")
+    if plot and not eval_dir:
+        fail_usage("--plot needs --eval-dir (PSNR-Y comes from evaluating every model)")
+    try:
+        dev = choose_device(device)
+    except LiaError as exc:
+        fail_usage(str(exc))
+    dtypes: list = []
+    for p in precisions:
+        for d in ([torch.float16, torch.float32] if dev.type == "cuda" else [torch.float32]) if p == "auto" \
+                else [PRECISIONS[p]]:
+            if d not in dtypes:
+                dtypes.append(d)
+    try:
+        report = run_bench(models=model_names, weights=weights, sizes=sizes, device=dev, dtypes=dtypes,
+                           repeats=repeats, cases=chosen, memory=not no_memory, threads=threads, tile=tile,
+                           tile_search=tile_search, eval_dir=Path(eval_dir) if eval_dir else None,
+                           pipeline=Path(pipeline) if pipeline else None, pipeline_weights=pipeline_weights,
+                           on_progress=lambda msg: console.log(msg) if console.is_terminal else None)
+        if plot:
+            from ..tools.plot import draw_tradeoff
+
+            draw_tradeoff(report, Path(plot))
+            report["plot"] = str(plot)
+    except LiaError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(1)
+    if as_json:
+        print(json.dumps(report))
+        return
+    out = Console(width=None if sys.stdout.isatty() else 150)
+    table = Table(title=f"{report['device_name']} ({report['device']}, {report['threads']} threads, "
+                        f"median of {report['repeats']})", title_justify="left")
+    for col in ("model", "input", "prec", "case", "seconds", "out MP/s", "GFLOP/s", "vs naive",
+                "peak MiB", "max |diff|"):
+        table.add_column(col, justify="left" if col in ("model", "case", "prec") else "right")
+    for r in report["results"]:
+        naive = r["cases"].get("naive")
+        for name, c in r["cases"].items():
+            speedup = f"{naive['seconds'] / c['seconds']:.2f}x" if naive else ""
+            peak = f"{c['peak_mib']:.0f}" if c["peak_mib"] is not None else ""
+            diff = f"{c['max_abs_diff']:.1e}" if c["max_abs_diff"] is not None else ""
+            label = name if name != "tiled" else f"tiled {c['tile']}"
+            table.add_row(Path(r["model"]).stem, f"{r['size'][0]}x{r['size'][1]}",
+                          "fp32" if name == "naive" else r["precision"], label, f"{c['seconds']:.3f}",
+                          f"{c['output_mp_s']:.2f}", f"{c['gflop_s']:.1f}", speedup, peak, diff)
+    if report["results"]:
+        out.print(table)
+    for entry in report.get("fp16_vs_fp32", []):
+        out.print(f"fp16 vs fp32, {Path(entry['model']).name} {entry['size'][0]}px: "
+                  + ", ".join(f"{k} {v:.2f}x" for k, v in entry.items() if k in ("whole", "tiled")))
+    for entry in report.get("largest_tile", []):
+        out.print(f"largest tile, {Path(entry['model']).name} {entry['precision']}: {entry['tile']} px")
+    if "pipeline" in report:
+        p = report["pipeline"]
+        out.print(f"pipeline: {p['images']} images ({p['input_mp']:.1f} MP) with {Path(p['model']).name}: "
+                  f"wall {p['wall_s']:.2f}s vs compute {p['compute_s']:.2f}s = {p['ratio']:.3f}x "
+                  f"(decode {p['decode_s']:.2f}s, finish {p['finish_s']:.2f}s, encode {p['encode_s']:.2f}s to hide; "
+                  f"{p['lanes']} image(s) at once, network in the batch {p['network_in_batch_s']:.2f}s"
+                  + (f", waiting {p['waiting_s']:.2f}s)" if p["waiting_s"] is not None else ")"))
+    if plot:
+        out.print(f"wrote {plot}")

@@ -1,0 +1,157 @@
+"""``lia-upscale [upscale] INPUT... OUTPUT``: the batch display and streaming through - ."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from ..errors import LiaError
+from .app import engine_options, fail_usage, main, make_console, make_upscaler, model_options
+
+
+FORMATS = ["same", "png", "jpg", "webp", "tiff"]
+
+
+class _MegapixelRate(ProgressColumn):
+    """Input megapixels per second over the batch."""
+
+    def render(self, task) -> Text:
+        if "mp" not in task.fields:
+            return Text("")
+        mp = task.fields["mp"]
+        rate = mp / task.elapsed if task.elapsed else 0.0
+        return Text(f"{rate:.2f} MP/s", style="cyan")
+
+
+@main.command("upscale")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--scale", type=click.Choice(["2", "4"]), default=None,
+              help="Model scale (default: the model's; 4 for the default model, 2 when --outscale <= 2).")
+@model_options
+@click.option("--outscale", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Any final factor: the model's scale, then an antialiased bicubic resample to round(size * F).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="same", show_default=True)
+@click.option("--quality", type=click.IntRange(1, 100), default=None, help="JPEG/WebP quality (default 95).")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them).")
+@click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
+@engine_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display or summary.")
+def upscale_cmd(paths, scale, weights, model_name, outscale, fmt, quality, overwrite, no_recursive,
+                tile, precision, device, as_json, quiet) -> None:
+    """Upscale INPUT... (files, folders, globs, or - for stdin) into OUTPUT (folder, file, or -)."""
+    from ..batch import UsageError, plan_jobs
+
+    if len(paths) < 2:
+        raise click.UsageError("give at least one INPUT and the OUTPUT")
+    *inputs, output = paths
+    console = make_console(quiet)
+    if scale is None and outscale and not (weights or model_name):
+        scale = "2" if outscale <= 2 else "4"  # the default model nearest above the factor
+    if "-" in inputs or output == "-":
+        _stream(inputs, output, fmt, quality, outscale, console,
+                dict(model=model_name, weights=weights, scale=int(scale) if scale else None,
+                     device=device, precision=precision, tile=tile))
+        return
+    try:
+        jobs = plan_jobs(inputs, output, fmt=fmt, recursive=not no_recursive)
+    except UsageError as exc:
+        fail_usage(str(exc))
+    upscaler = make_upscaler(console, model=model_name, weights=weights, scale=int(scale) if scale else None,
+                              device=device, precision=precision, tile=tile)
+    sys.exit(_run_batch(jobs, upscaler, console, overwrite, quality, outscale, as_json, quiet))
+
+
+def _stream(inputs, output, fmt, quality, outscale, console, upscaler_args) -> None:
+    from ..batch.stream import upscale_stream
+
+    if len(inputs) != 1:
+        fail_usage("streaming with - takes exactly one INPUT and one OUTPUT")
+    upscaler = make_upscaler(console, **upscaler_args)
+    try:
+        src = sys.stdin.buffer.read() if inputs[0] == "-" else Path(inputs[0])
+        dest = sys.stdout.buffer if output == "-" else Path(output)
+        upscale_stream(upscaler, src, dest, fmt=fmt, quality=quality, outscale=outscale)
+    except LiaError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(1)
+
+
+def _run_batch(jobs, upscaler, console: Console, overwrite, quality, outscale, as_json, quiet) -> int:
+    from ..batch import BatchEvents, run_jobs
+
+    live = console.is_terminal and not quiet
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        _MegapixelRate(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not live,
+        transient=False,
+    )
+    files = progress.add_task("files", total=len(jobs), mp=0.0)
+    tiles = progress.add_task("tiles", total=1, visible=False)
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+
+    def on_start(job, pixels):
+        progress.update(tiles, description=f"  {job.src.name}", completed=0, total=1, visible=True)
+        progress.update(files, mp=progress.tasks[files].fields["mp"] + pixels / 1e6)
+
+    def on_tile(done, total):
+        progress.update(tiles, completed=done, total=total)
+
+    def on_outcome(outcome):
+        counts[outcome.status] += 1
+        progress.advance(files)
+        if outcome.status == "failed":
+            src = str(outcome.job.src)
+            line = outcome.error if src in (outcome.error or "") else f"{src}: {outcome.error}"
+            if live:
+                console.log(Text.assemble(("failed ", "red"), line))
+            else:
+                make_console().print(f"failed {line}", markup=False, highlight=False)
+        if as_json:
+            print(json.dumps(outcome.as_json()), flush=True)
+
+    started = time.perf_counter()
+    interrupted = False
+    with progress:
+        try:
+            run_jobs(jobs, upscaler, overwrite=overwrite, quality=quality, outscale=outscale,
+                     events=BatchEvents(on_start, on_tile, on_outcome))
+        except KeyboardInterrupt:
+            interrupted = True
+        progress.update(tiles, visible=False)
+    if not quiet:
+        table = Table(title="interrupted" if interrupted else "summary", title_justify="left")
+        for col in ("done", "skipped", "failed", "not run", "time"):
+            table.add_column(col, justify="right")
+        rest = len(jobs) - sum(counts.values())
+        table.add_row(str(counts["done"]), str(counts["skipped"]), str(counts["failed"]), str(rest),
+                      f"{time.perf_counter() - started:.1f}s")
+        console.print(table)
+    if interrupted:
+        return 130
+    return 1 if counts["failed"] else 0

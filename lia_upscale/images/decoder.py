@@ -1,0 +1,463 @@
+"""Decode and encode the image files a photo folder holds, carrying their metadata.
+
+``decode`` turns PNG, JPEG, WEBP, TIFF or BMP data into a :class:`Picture`: float32 RGB in
+[0, 1] with EXIF orientation already applied, a separate alpha plane, and what is needed
+to write the result back in the matching mode (gray stays gray, 16-bit stays 16-bit where
+the format can hold it) with its ICC profile, EXIF (orientation 1) and DPI.
+``encode`` writes a picture (usually one whose pixels were replaced by upscaled ones,
+:meth:`Picture.with_pixels`) to a binary stream.
+
+Pillow decodes everything except the samples it truncates to 8 bits: 16-bit colour PNG
+(RGB, RGBA, gray+alpha) goes through Pillow's own zlib/PNG-filter decoder twice (high and
+low bytes), and 16-bit colour TIFF through ``tifffile``. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Final
+
+import numpy as np
+from PIL import (  # the plugins register the formats that Image.open(formats=...) names
+    BmpImagePlugin,  # noqa: F401
+    Image,
+    JpegImagePlugin,  # noqa: F401
+    PngImagePlugin,  # noqa: F401
+    TiffImagePlugin,  # noqa: F401
+    UnidentifiedImageError,
+    WebPImagePlugin,  # noqa: F401
+)
+
+from lia_upscale.errors import ImageError
+
+from .picture import (
+    EXIF_IFD_TAG,
+    GPS_IFD_TAG,
+    ORIENTATION_TAG,
+    PNG_SIGNATURE,
+    TIFF_DESCRIPTIVE_TAGS,
+    Kind,
+    Picture,
+    icc_space,
+    one_line,
+    source_name,
+)
+
+__all__ = ["MAX_PIXELS", "decode", "probe"]
+
+#: Largest input, in pixels, that any decoder here will expand (Pillow's own default
+#: warning threshold, about 89.5 MP). Read at call time, so a caller may lower it.
+MAX_PIXELS: int = 89_478_485
+
+# Pillow's open-format names we accept; Pillow's JPEG opener also returns "MPO" images
+# (camera JPEGs with extra frames, such as a phone's depth map): the first frame is read.
+_OPEN_FORMATS: Final = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
+_SUPPORTED_TEXT: Final = "not a PNG, JPEG, WEBP, TIFF or BMP image"
+
+
+def decode(source: str | Path | bytes | BinaryIO) -> Picture:
+    """Decode an image file into a :class:`Picture`, EXIF orientation applied first.
+
+    ``source`` is a path, the file's bytes, or a binary stream (read to its end).
+    Reads 8-bit RGB, RGBA, L, LA, 1-bit, P (with tRNS transparency) and CMYK (JPEG, TIFF)
+    images, 16-bit PNG (gray, gray+alpha, RGB, RGBA) and 16-bit TIFF; for multi-frame
+    files only the first frame. A colour-key transparency (tRNS on gray or RGB) becomes
+    an alpha plane. CMYK is converted to RGB through its ICC profile where it has one
+    (Pillow's ImageCms), otherwise naively, and a CMYK profile is dropped since it no
+    longer applies. Metadata that cannot be parsed (a broken EXIF block) is left out.
+
+    Raises:
+        ImageError: with a one-line message naming the cause: unreadable file
+            (permission denied, missing), empty file, not a supported image, truncated or
+            corrupt data, an unsupported mode, or more than :data:`MAX_PIXELS` pixels.
+    """
+    name, data = _read_source(source)
+    if not data:
+        raise ImageError(f"{name}: empty file (0 bytes)")
+    with _decoding(name):
+        tiff_tags = _tiff_ifd0(data)
+        if tiff_tags is not None and _tiff_is_16bit_color(tiff_tags):
+            # Pillow truncates these (and cannot open 16-bit gray+alpha at all)
+            fmt, exif = "TIFF", tiff_tags
+            samples, kind, alpha_key = _tiff16(name, data)
+            icc = tiff_tags.get(0x8773)
+            icc = bytes(icc) if isinstance(icc, (bytes, bytearray)) and icc else None
+            dpi = _tiff_dpi(tiff_tags)
+        else:
+            im = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
+            fmt = "JPEG" if im.format == "MPO" else str(im.format)
+            _check_pixels(name, *im.size)
+            exif = _header_exif(im, data)
+            icc = im.info.get("icc_profile") or None
+            dpi = _dpi(im.info.get("dpi"))
+            if fmt == "PNG" and data[24] == 16 and data[25] in (2, 4, 6):
+                samples, kind, alpha_key = _png16(name, data, im)
+            else:
+                samples, kind, alpha_key, icc = _pillow_pixels(name, im, icc)
+        orientation = _orientation(exif)
+
+    rgb, alpha, bit_depth = _to_float(samples, alpha_key)
+    if alpha is not None and kind in ("rgb", "gray"):  # a tRNS colour key became alpha
+        kind = "rgba" if kind == "rgb" else "gray_alpha"
+    if orientation != 1:
+        rgb = _orient(rgb, orientation)
+        alpha = None if alpha is None else _orient(alpha, orientation)
+        if orientation >= 5 and dpi is not None:
+            dpi = (dpi[1], dpi[0])
+    if fmt == "TIFF" and exif is not None:
+        exif = _exif_from_tiff(exif)
+    return Picture(
+        rgb=rgb,
+        alpha=alpha,
+        bit_depth=bit_depth,
+        kind=kind,
+        format=fmt,
+        icc=icc,
+        exif=_exif_bytes(exif),
+        dpi=dpi,
+    )
+
+
+def probe(source: str | Path | BinaryIO) -> tuple[int, int]:
+    """(width, height) after EXIF orientation, read from the header without decoding pixels.
+
+    Raises:
+        ImageError: as :func:`decode` does for unreadable, empty, unsupported or
+            oversized files (truncated pixel data is only found by ``decode``).
+    """
+    name = source_name(source)
+    try:
+        fp: BinaryIO = open(source, "rb") if isinstance(source, (str, Path)) else source  # noqa: SIM115
+        start = fp.tell()
+        magic = fp.read(4)
+        fp.seek(start)
+    except PermissionError as exc:
+        raise ImageError(f"{name}: permission denied") from exc
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot read ({exc.strerror or exc})") from exc
+    try:
+        if not magic:
+            raise ImageError(f"{name}: empty file (0 bytes)")
+        with _decoding(name):
+            if magic in (b"II*\0", b"MM\0*"):
+                import tifffile  # Pillow cannot even open some 16-bit TIFFs
+
+                with tifffile.TiffFile(fp) as tif:
+                    page = tif.pages[0]
+                    width, height = int(page.imagewidth), int(page.imagelength)  # type: ignore[union-attr]
+                    tag = page.tags.get(ORIENTATION_TAG)  # type: ignore[union-attr]
+                    orientation = tag.value if tag is not None and tag.value in range(1, 9) else 1
+            else:
+                im = Image.open(fp, formats=_OPEN_FORMATS)
+                width, height = im.size
+                orientation = _orientation(_header_exif(im, None))
+            _check_pixels(name, width, height)
+            if orientation >= 5:
+                width, height = height, width
+            return width, height
+    finally:
+        if fp is not source:
+            fp.close()
+
+
+def _read_source(source: str | Path | bytes | BinaryIO) -> tuple[str, bytes]:
+    name = source_name(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return name, bytes(source)
+    try:
+        if isinstance(source, (str, Path)):
+            return name, Path(source).read_bytes()
+        return name, source.read()
+    except PermissionError as exc:
+        raise ImageError(f"{name}: permission denied") from exc
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot read ({exc.strerror or exc})") from exc
+
+
+@contextmanager
+def _decoding(name: str) -> Iterator[None]:
+    """Turn whatever Pillow, zlib or tifffile raise on bad data into a one-line ImageError."""
+    try:
+        yield
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{name}: too many pixels, possible decompression bomb ({one_line(exc)})") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{name}: {_SUPPORTED_TEXT}") from exc
+    except MemoryError as exc:
+        raise ImageError(f"{name}: out of memory while decoding") from exc
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, struct.error, zlib.error) as exc:
+        text = one_line(exc)
+        if "imagecodecs" in text:
+            raise ImageError(
+                f"{name}: this TIFF's compression needs the optional 'imagecodecs' package ({text})"
+            ) from exc
+        raise ImageError(f"{name}: truncated or corrupt image data ({text})") from exc
+
+
+def _check_pixels(name: str, width: int, height: int) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{name}: invalid size {width}x{height}")
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of "
+            f"{MAX_PIXELS:,} (possible decompression bomb)"
+        )
+
+
+def _header_exif(im: Image.Image, data: bytes | None) -> Image.Exif | None:
+    """EXIF without decoding pixels where avoidable (Pillow loads a PNG to look past IDAT)."""
+    if im.format == "PNG" and "exif" not in im.info:
+        if data is None or (b"eXIf" not in data and b"Raw profile type exif" not in data):
+            return None
+    try:
+        exif = im.getexif()
+        return exif if len(exif) else None
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not cost the pixels
+        return None
+
+
+def _orientation(exif: Image.Exif | None) -> int:
+    if exif is None:
+        return 1
+    value = exif.get(ORIENTATION_TAG, 1)
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation to (H, W[, C]) pixels as ImageOps.exif_transpose does."""
+    if orientation == 2:
+        a = a[:, ::-1]
+    elif orientation == 3:
+        a = a[::-1, ::-1]
+    elif orientation == 4:
+        a = a[::-1]
+    elif orientation == 5:
+        a = a.swapaxes(0, 1)
+    elif orientation == 6:
+        a = np.rot90(a, k=-1)
+    elif orientation == 7:
+        a = a.swapaxes(0, 1)[::-1, ::-1]
+    elif orientation == 8:
+        a = np.rot90(a, k=1)
+    return np.ascontiguousarray(a)
+
+
+def _dpi(value: object) -> tuple[float, float] | None:
+    try:
+        x, y = (float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    return (x, y) if x > 0 and y > 0 else None
+
+
+def _exif_from_tiff(exif: Image.Exif) -> Image.Exif | None:
+    """Keep a TIFF's descriptive IFD0 tags and its EXIF/GPS IFDs, not its strip layout."""
+    keep = set(TIFF_DESCRIPTIVE_TAGS) | {ORIENTATION_TAG, EXIF_IFD_TAG, GPS_IFD_TAG}
+    for tag in list(exif):
+        if tag not in keep:
+            del exif[tag]
+    return exif if len(exif) else None
+
+
+def _exif_bytes(exif: Image.Exif | None) -> bytes | None:
+    if exif is None:
+        return None
+    try:
+        if ORIENTATION_TAG in exif:
+            exif[ORIENTATION_TAG] = 1
+        return exif.tobytes()
+    except Exception:  # noqa: BLE001 - unwritable EXIF is left out rather than fatal
+        return None
+
+
+def _transparency_key(im: Image.Image) -> object:
+    return im.info.get("transparency") if im.mode in ("L", "I;16", "I;16B", "I", "RGB") else None
+
+
+def _pillow_pixels(
+    name: str, im: Image.Image, icc: bytes | None
+) -> tuple[np.ndarray, Kind, object, bytes | None]:
+    """Pixels of an image Pillow reads faithfully: (H, W, C) uint8/uint16, kind, tRNS key."""
+    mode = im.mode
+    im.load()
+    key = _transparency_key(im)
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(im).astype(np.uint16)[..., None], "gray", key, icc
+    if mode in ("1", "L"):
+        return np.asarray(im.convert("L"))[..., None], "gray", key, icc
+    if mode in ("LA", "La"):
+        return np.asarray(im.convert("LA")), "gray_alpha", None, icc
+    if mode in ("P", "PA"):
+        if mode == "PA" or "transparency" in im.info:
+            return np.asarray(im.convert("RGBA")), "palette", None, icc
+        return np.asarray(im.convert("RGB")), "palette", None, icc
+    if mode in ("RGB", "RGBX", "YCbCr"):
+        return np.asarray(im.convert("RGB")), "rgb", key, icc
+    if mode in ("RGBA", "RGBa"):
+        return np.asarray(im.convert("RGBA")), "rgba", None, icc
+    if mode == "CMYK":
+        return _cmyk_to_rgb(im, icc), "cmyk", None, None if icc_space(icc) == b"CMYK" else icc
+    raise ImageError(f"{name}: unsupported pixel mode {mode} (e.g. 32-bit or float samples)")
+
+
+def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> np.ndarray:
+    if icc_space(icc) == b"CMYK":
+        try:
+            from PIL import ImageCms
+
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))  # type: ignore[arg-type]
+            dst = ImageCms.createProfile("sRGB")
+            out = ImageCms.profileToProfile(im, src, dst, outputMode="RGB")
+            if out is not None:
+                return np.asarray(out)
+        except (ImportError, OSError, ValueError, TypeError, ImageCms.PyCMSError):
+            pass  # an unusable profile: fall back to Pillow's naive conversion
+    return np.asarray(im.convert("RGB"))
+
+
+def _to_float(samples: np.ndarray, key: object) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """(H, W, C) uint8/uint16 samples -> float rgb (H, W, 3), alpha (H, W) or None, depth."""
+    bit_depth = 16 if samples.dtype == np.uint16 else 8
+    scale = np.float32(1.0 / (65535.0 if bit_depth == 16 else 255.0))
+    channels = samples.shape[2]
+    color = samples[..., :3] if channels >= 3 else samples[..., :1]
+    alpha = None
+    if channels in (2, 4):
+        alpha = samples[..., -1].astype(np.float32) * scale
+    elif key is not None:
+        alpha = _key_alpha(color, key)
+    rgb = color.astype(np.float32) * scale
+    if rgb.shape[2] == 1:
+        rgb = np.repeat(rgb, 3, axis=2)
+    return rgb, alpha, bit_depth
+
+
+def _key_alpha(color: np.ndarray, key: object) -> np.ndarray | None:
+    """Alpha from a tRNS colour key: 0 where a pixel equals the key, 1 elsewhere."""
+    try:
+        k = np.asarray(key, dtype=np.int64).reshape(-1)
+    except (TypeError, ValueError):
+        return None
+    if k.size != color.shape[2]:
+        return None
+    hit = np.all(color == k.astype(color.dtype), axis=2)
+    return np.where(hit, np.float32(0.0), np.float32(1.0)).astype(np.float32)
+
+
+def _png16(name: str, data: bytes, im: Image.Image) -> tuple[np.ndarray, Kind, object]:
+    """16-bit colour PNG samples, exact: Pillow keeps only the high byte of each sample.
+
+    Pillow's "zip" decoder (public through ``Image.frombytes``) undoes zlib and the PNG
+    row filters; run once with a big-endian and once with a little-endian 16-bit raw
+    mode it hands back the high and the low byte of every sample.
+    """
+    color_type, interlace = data[25], data[28]
+    width, height = im.size
+    idat = _png_idat(name, data)
+    if color_type == 4:
+        # gray+alpha has 4 bytes a pixel, like 8-bit RGBA: read the bytes as they are
+        raw = np.asarray(Image.frombytes("RGBA", (width, height), idat, "zip", "RGBA", interlace))
+        pairs = raw.reshape(height, width, 2, 2).astype(np.uint16)
+        return (pairs[..., 0] << 8) | pairs[..., 1], "gray_alpha", None
+    mode, kind = ("RGB", "rgb") if color_type == 2 else ("RGBA", "rgba")
+    high = np.asarray(Image.frombytes(mode, (width, height), idat, "zip", f"{mode};16B", interlace))
+    low = np.asarray(Image.frombytes(mode, (width, height), idat, "zip", f"{mode};16L", interlace))
+    samples = (high.astype(np.uint16) << 8) | low
+    key = im.info.get("transparency") if color_type == 2 else None
+    return samples, kind, key
+
+
+def _png_idat(name: str, data: bytes) -> bytes:
+    """The concatenated IDAT payload, after checking every chunk's length and CRC."""
+    pos, parts = len(PNG_SIGNATURE), []
+    while True:
+        if pos + 12 > len(data):
+            raise ImageError(f"{name}: truncated PNG (no IEND chunk)")
+        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
+        end = pos + 8 + length
+        if end + 4 > len(data):
+            raise ImageError(f"{name}: truncated PNG ({ctype.decode('latin-1')} chunk cut short)")
+        body = data[pos + 8 : end]
+        (crc,) = struct.unpack(">I", data[end : end + 4])
+        if zlib.crc32(ctype + body) != crc:
+            raise ImageError(f"{name}: corrupt PNG ({ctype.decode('latin-1')} chunk CRC mismatch)")
+        if ctype == b"IDAT":
+            parts.append(body)
+        elif ctype == b"IEND":
+            return b"".join(parts)
+        pos = end + 4
+
+
+def _tiff_ifd0(data: bytes) -> Image.Exif | None:
+    """A TIFF's first IFD parsed by Pillow's TIFF tag reader (no pixels), or None."""
+    if data[:4] not in (b"II*\0", b"MM\0*"):
+        return None
+    tags = Image.Exif()
+    tags.load(data)
+    return tags
+
+
+def _tiff_is_16bit_color(tags: Image.Exif) -> bool:
+    bits = tags.get(258, (1,))
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    return max(bits) == 16 and int(tags.get(277, 1)) > 1
+
+
+def _tiff_dpi(tags: Image.Exif) -> tuple[float, float] | None:
+    unit = tags.get(296, 2)  # ResolutionUnit: 1 none, 2 inch (the default), 3 cm
+    if unit not in (2, 3) or 282 not in tags or 283 not in tags:
+        return None
+    factor = 2.54 if unit == 3 else 1.0
+    try:
+        return _dpi((float(tags[282]) * factor, float(tags[283]) * factor))
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _tiff16(name: str, data: bytes) -> tuple[np.ndarray, Kind, object]:
+    """First page of a 16-bit multi-sample TIFF through tifffile: (H, W, C) uint16."""
+    import tifffile
+
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        page = tif.pages[0]
+        if not isinstance(page, tifffile.TiffPage):
+            raise ImageError(f"{name}: unsupported TIFF layout")
+        _check_pixels(name, int(page.imagewidth), int(page.imagelength))
+        if int(page.bitspersample) != 16 or np.dtype(page.dtype) != np.uint16:
+            raise ImageError(f"{name}: unsupported TIFF samples ({page.dtype}, {page.bitspersample} bits)")
+        ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts)]
+        if not ends or max(ends) > len(data) or 0 in page.databytecounts:
+            raise ImageError(f"{name}: truncated TIFF (image data runs past the end of the file)")
+        arr = page.asarray()
+        axes = page.axes
+        photometric = int(page.photometric)
+        extras = tuple(int(e) for e in page.extrasamples)
+    if axes.startswith("S"):
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.ndim != 3:
+        raise ImageError(f"{name}: unsupported TIFF layout (axes {axes})")
+    arr = np.ascontiguousarray(arr, dtype=np.uint16)
+    if photometric == 2 and arr.shape[2] >= 3:
+        color, kind = arr[..., :3], "rgb"
+    elif photometric in (0, 1):
+        color, kind = arr[..., :1], "gray"
+        if photometric == 0:
+            color = 65535 - color
+    else:
+        raise ImageError(f"{name}: unsupported 16-bit TIFF colour space (photometric {photometric})")
+    if not extras:
+        return color, kind, None
+    alpha = arr[..., color.shape[2] : color.shape[2] + 1]
+    if extras[0] == 1:  # associated (premultiplied) alpha: un-premultiply
+        a = alpha.astype(np.float64)
+        color = np.where(a > 0, np.rint(color * 65535.0 / np.maximum(a, 1)), 0)
+        color = np.clip(color, 0, 65535).astype(np.uint16)
+    kind = "rgba" if kind == "rgb" else "gray_alpha"
+    return np.concatenate([color, alpha], axis=2), kind, None

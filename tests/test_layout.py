@@ -1,0 +1,145 @@
+"""The package's floor plan holds: imports point one way, no circles, no private names across modules."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "lia_upscale"
+
+#: Each top-level room and what it may import from the package (besides itself, errors, files).
+ALLOWED = {
+    "nn": set(),
+    "images": set(),
+    "models": {"nn"},
+    "engine": {"nn", "models"},
+    "api": {"nn", "models", "engine", "images"},
+    "batch": {"api", "engine", "images"},
+    "tools": {"nn", "models", "engine", "images", "api", "batch"},
+    "cli": {"nn", "models", "engine", "images", "api", "batch", "tools", "__init__"},
+    "__main__": {"cli"},
+    "__init__": {"api", "models"},
+    "errors": set(),
+    "files": set(),
+}
+BASE = {"errors", "files"}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        name = ".".join(("lia_upscale", *parts))
+        out[name.removesuffix(".__init__")] = path
+    return out
+
+
+def _imports(name: str, path: Path) -> list[tuple[str, list[str]]]:
+    """(imported module, names) for every import in the file, lazy ones included."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.startswith("lia_upscale"):
+                found.append((target, [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, []) for a in node.names if a.name.startswith("lia_upscale")]
+    return found
+
+
+def _room(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for name, path in modules.items():
+        for target, names in _imports(name, path):
+            # "from . import images" names a module; "from .x import f" names the module x
+            for sub in names:
+                if f"{target}.{sub}" in modules:
+                    graph[name].add(f"{target}.{sub}")
+            if target in modules and not all(f"{target}.{s}" in modules for s in names or ["?"]):
+                graph[name].add(target)
+    return graph
+
+
+def test_rooms_import_only_downwards() -> None:
+    wrong = []
+    for module, targets in _graph().items():
+        room = _room(module)
+        for target in targets:
+            other = _room(target)
+            if other != room and other not in BASE and other not in ALLOWED[room]:
+                wrong.append(f"{module} -> {target}")
+    assert not wrong, "imports against the layout:\n" + "\n".join(sorted(wrong))
+
+
+def test_no_import_circles() -> None:
+    graph = _graph()
+    # a package's __init__ importing its own submodules is how re-exports work, not a circle
+    edges = {m: {t for t in ts if not t.startswith(m + ".")} for m, ts in graph.items()}
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "import circles:\n" + "\n".join(cycles)
+
+
+def test_core_never_imports_cli_ray_or_tooling() -> None:
+    core = {"nn", "models", "engine", "images", "api", "batch", "errors", "files"}
+    wrong = [f"{m} -> {t}" for m, ts in _graph().items() if _room(m) in core for t in ts
+             if _room(t) in ("cli", "tools") or "ray" in _room(t)]
+    assert not wrong, wrong
+
+
+def test_no_private_names_across_modules() -> None:
+    wrong = []
+    for name, path in _modules().items():
+        for target, names in _imports(name, path):
+            wrong += [f"{name}: from {target} import {n}" for n in names if n.startswith("_") and n != "__version__"]
+    assert not wrong, wrong
+
+
+@pytest.mark.parametrize("limit", [520])
+def test_no_module_over_limit(limit: int) -> None:
+    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > limit}
+    assert not long, long
+
+
+def test_the_graph_sees_known_edges() -> None:
+    """The checks above are only as good as the graph: it must see real imports."""
+    graph = _graph()
+    assert "lia_upscale.engine" in graph["lia_upscale.api"]
+    assert "lia_upscale.images" in graph["lia_upscale.batch.run"]
+    assert "lia_upscale.tools.train" in graph["lia_upscale.cli.train"]  # a lazy import
+
+
+def test_import_lia_upscale_stays_light() -> None:
+    code = ("import sys, lia_upscale, lia_upscale.images, lia_upscale.errors; "
+            "print(sorted(m for m in ('torch', 'click', 'rich') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
