@@ -34,13 +34,16 @@ class NetworkOutput:
     alpha: torch.Tensor | float | None
 
 
-def resolve_model_source(weights: str | Path | None, model: str | None, scale: int | None) -> str | Path:
-    """``weights`` file > ``model`` name > the embedded default for ``scale`` (4 if not given)."""
+def resolve_model_source(
+    weights: str | Path | None, model: str | None, scale: int | None, purpose: str = "photo"
+) -> str | Path:
+    """``weights`` file > ``model`` name > the embedded default for ``purpose`` (photo: real
+    photos; clean: bicubic-downscaled benchmark input) at ``scale`` (4 if not given)."""
     if weights is not None:
         return Path(weights)
     if model is not None:
         return model
-    return models.default_model_name(scale or 4)
+    return models.default_model_name(scale or 4, purpose)
 
 
 def output_size(height: int, width: int, factor: float) -> tuple[int, int]:
@@ -59,7 +62,9 @@ class Upscaler:
     """Upscale images with a PlainUSR/LIA model.
 
     Model choice: ``weights`` (a .safetensors or .pth file) > ``model`` (a registry name,
-    see ``lia-upscale models``) > the embedded default for ``scale`` (default 4).
+    see ``lia-upscale models``) > the embedded default for ``purpose`` and ``scale``
+    (default 4): ``"photo"`` (the default) cleans camera noise and JPEG blocks while it
+    enlarges; ``"clean"`` is for bicubic-downscaled (synthetic, benchmark) input.
     ``device``: auto|cpu|cuda|cuda:N; ``precision``: auto|fp32|fp16|bf16 (auto: float16
     on CUDA, float32 on the CPU); ``tile``: tile edge in input pixels (None: the
     measured default, 0: whole image). ``on_warning`` receives one-line notices (e.g. a
@@ -75,9 +80,10 @@ class Upscaler:
         device: str = "auto",
         precision: str = "auto",
         tile: int | None = None,
+        purpose: str = "photo",
         on_warning: Callable[[str], None] | None = None,
     ) -> None:
-        self.model = models.load_model(resolve_model_source(weights, model, scale))
+        self.model = models.load_model(resolve_model_source(weights, model, scale, purpose))
         if scale is not None and scale != self.model.scale:
             raise LiaError(f"{self.model.source} is a x{self.model.scale} model, but x{scale} was asked for")
         dev = choose_device(device)

@@ -96,7 +96,7 @@ def sample_output(model_or_path) -> torch.Tensor:
 
 
 def test_cards() -> None:
-    assert list(CARDS) == ["lia-u-x2", "lia-u-x4", *OFFICIAL_NAMES]
+    assert list(CARDS) == ["lia-photo-x2", "lia-photo-x4", "lia-u-x2", "lia-u-x4", *OFFICIAL_NAMES]
     for name, file in zip(OFFICIAL_NAMES, official_files()):
         card = get_card(name)
         assert card.file == file and card_for_file(file) is card
@@ -108,6 +108,9 @@ def test_cards() -> None:
         card = get_card(default_model_name(scale))
         assert (card.name, card.variant, card.scale) == (f"lia-u-x{scale}", "U", scale)
         assert card.embedded and card.file == f"lia-u-x{scale}.safetensors" and card.sha256 is None
+        photo = get_card(default_model_name(scale, "photo"))
+        assert (photo.name, photo.variant, photo.scale, photo.purpose) == (f"lia-photo-x{scale}", "S", scale, "photo")
+        assert photo.embedded and photo.file == f"lia-photo-x{scale}.safetensors"
     assert card_for_file("lia-u-x2.safetensors") is None
     with pytest.raises(WeightsError, match="no default clean model for x3 .default scales: x2, x4"):
         default_model_name(3)
@@ -137,7 +140,7 @@ def test_embedded_weights_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 
 
 def test_unknown_name_lists_known() -> None:
-    with pytest.raises(WeightsError, match=r"unknown model 'plainusr-xl-x4'; known models: lia-u-x2, lia-u-x4, plainusr-u-x2, "):
+    with pytest.raises(WeightsError, match=r"unknown model 'plainusr-xl-x4'; known models: lia-photo-x2, lia-photo-x4, lia-u-x2, lia-u-x4, plainusr-u-x2, "):
         resolve("plainusr-xl-x4")
     with pytest.raises(WeightsError, match="unknown model 'plainusr-xl-x4'"):
         load_model("plainusr-xl-x4")
@@ -289,8 +292,9 @@ def test_cards_are_data_with_versions_purposes_and_defaults() -> None:
     with pytest.raises(WeightsError, match="unknown model 'lia-u-x4@9'"):
         get_card("lia-u-x4@9")
     assert default_model_name(2, "clean") == "lia-u-x2"
-    with pytest.raises(WeightsError, match="no default photo model for x4"):
-        default_model_name(4, "photo")
+    assert default_model_name(4, "photo") == "lia-photo-x4"
+    with pytest.raises(WeightsError, match="no default photo model for x3"):
+        default_model_name(3, "photo")
 
 
 def test_models_table_fits_80_columns_and_shows_descriptions() -> None:

@@ -438,6 +438,17 @@ def test_official_checkpoints_tile_within_two_levels_on_a_photo(name):
         assert psnr >= 60 and worst <= 2, (tile, psnr, worst)
 
 
+@pytest.mark.parametrize("scale", [2, 4])
+def test_embedded_photo_models_tile_within_two_levels_on_a_photo(scale):
+    from lia_upscale.models import load_model
+
+    model = load_model(f"lia-photo-x{scale}").module.eval().to(DEVICE)
+    image = load_rgb(LARGE / "100_7100.JPG", crop=(1100, 1480, 200))
+    for tile in (48, 96):
+        psnr, worst = tiled_vs_whole(model, image, tile)
+        assert psnr >= 60 and worst <= 2, (tile, psnr, worst)
+
+
 @pytest.mark.slow
 def test_memory_stays_bounded_on_a_camera_sized_image():
     """2832x2128 at x4 (96 MP out): peak memory is the float32 output plus one batch.

@@ -30,7 +30,7 @@ def eval_cmd(folder, weights, model_name, tile, precision, device, as_json) -> N
     except LiaError as exc:
         fail_usage(str(exc))
     upscaler = make_upscaler(console, model=model_name, weights=weights,
-                              scale=None if (weights or model_name) else scale,
+                              scale=None if (weights or model_name) else scale, purpose="clean",
                               device=device, precision=precision, tile=tile)
     if upscaler.scale != scale:
         fail_usage(f"the pairs in {folder} are x{scale} but the model is x{upscaler.scale}")

@@ -375,7 +375,7 @@ def run_bench(
         torch.set_num_threads(threads)
     sources = [*models, *_expand_weights(weights)]
     if not sources and (cases or eval_dir or not pipeline):
-        sources = [str(resolve_model_source(None, None, 4))]
+        sources = [str(resolve_model_source(None, None, 4, "clean"))]
     report: dict = {
         "device": str(device),
         "device_name": device_name(device),
@@ -425,7 +425,7 @@ def run_bench(
     if pipeline is not None:
         from .pipeline import pipeline_check
 
-        source = pipeline_weights or (sources[0] if sources else str(resolve_model_source(None, None, 2)))
+        source = pipeline_weights or (sources[0] if sources else str(resolve_model_source(None, None, 2, "clean")))
         report["pipeline"] = pipeline_check(
             pipeline, source, device=str(device), precision=_precision_name(dtypes[0]),
             repeats=repeats, on_progress=on_progress,

@@ -1,0 +1,25 @@
+"""Export the moving-average weights of a photo training checkpoint as a shipped model file.
+
+    python scripts/export_photo.py SCALE [CHECKPOINT]   (default runs/photo_x{SCALE}.ckpt)
+
+Writes weights/lia-photo-x{SCALE}.safetensors (variant S) and prints its iteration and sha256.
+"""
+
+import hashlib
+import sys
+from pathlib import Path
+
+import torch
+
+from lia_upscale.models import save_weights
+from lia_upscale.nn import VARIANTS, PlainUSR
+
+scale = int(sys.argv[1])
+ckpt = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(f"runs/photo_x{scale}.ckpt")
+state = torch.load(ckpt, map_location="cpu", weights_only=True)
+module = PlainUSR(VARIANTS["S"].with_scale(scale))
+module.load_state_dict(state["ema"])
+out = Path(__file__).resolve().parents[1] / "weights" / f"lia-photo-x{scale}.safetensors"
+save_weights(out, module.eval(), variant="S", scale=scale)
+print(f"{out.name}: iteration {state['iteration']}, {out.stat().st_size} bytes, "
+      f"sha256 {hashlib.sha256(out.read_bytes()).hexdigest()}")
