@@ -47,6 +47,7 @@ from .picture import (
     one_line,
     source_name,
 )
+from .quiet import quietly
 
 __all__ = ["MAX_PIXELS", "decode", "probe"]
 
@@ -181,9 +182,11 @@ def _read_source(source: str | Path | bytes | BinaryIO) -> tuple[str, bytes]:
 
 @contextmanager
 def _decoding(name: str) -> Iterator[None]:
-    """Turn whatever Pillow, zlib or tifffile raise on bad data into a one-line ImageError."""
+    """Turn whatever Pillow, zlib or tifffile raise on bad data into a one-line ImageError
+    (and keep their warnings quiet: the file is reported, not warned about)."""
     try:
-        yield
+        with quietly():
+            yield
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
