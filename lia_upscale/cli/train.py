@@ -16,7 +16,7 @@ from rich.progress import (
 )
 
 from ..errors import LiaError
-from .app import fail_usage, main, make_console
+from .app import fail_usage, main, make_console, say
 
 
 @main.command("train")
@@ -80,6 +80,6 @@ def train_cmd(data, out, variant, scale, iterations, batch, patch, lr, seed, eva
     except LiaError as exc:
         fail_usage(str(exc))
     except KeyboardInterrupt:
-        console.print(f"interrupted; resume with the same command (checkpoint {ckpt})")
+        say(console, f"interrupted; resume with the same command (checkpoint {ckpt})")
         sys.exit(130)
-    console.print(f"wrote {out}")
+    say(console, f"wrote {out}")
