@@ -101,6 +101,10 @@ def _with_hook(env: dict[str, str], hooks: Path, event: str, match: str, sig: st
 
 def _preexec(umask: int = 0o022, fsize: int | None = None, unprivileged: bool = False):
     def setup() -> None:
+        # a foreground process, as a user's: a test run started in the background (CI, nohup,
+        # `&` without job control) has SIGINT ignored, which children inherit, and Python then
+        # installs no Ctrl-C handler at all: the signal would never arrive
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.umask(umask)
         if fsize is not None:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death
@@ -621,7 +625,8 @@ def test_weights_install_has_an_overall_deadline(tmp_path, trickle):
 def test_ctrl_c_during_weights_install_exits_130(tmp_path, trickle):
     url, started = trickle
     proc = subprocess.Popen([sys.executable, "-m", "lia_upscale", "weights", "install", url], cwd=tmp_path,
-                            env=_env(tmp_path / "home"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            env=_env(tmp_path / "home"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_preexec())
     try:
         assert started.wait(TIMEOUT), "the download never started"
         proc.send_signal(signal.SIGINT)
