@@ -242,7 +242,9 @@ def test_sigint_leaves_no_partial_file_and_rerun_completes(tmp_path: Path, neare
            "--json", "--tile", "64"]
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=threads)
     # unbuffered: a buffered readline could swallow a second line that communicate() never sees
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=0)
+    # SIGINT at its default in the child: a background test run has it ignored, inherited
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=0,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = proc.stdout.readline()  # the first file is finished: interrupt during the next
     assert json.loads(first)["status"] == "done"
     proc.send_signal(signal.SIGINT)
