@@ -195,7 +195,9 @@ def _decoding(name: str) -> Iterator[None]:
         raise ImageError(f"{name}: {_SUPPORTED_TEXT}") from exc
     except MemoryError as exc:
         raise ImageError(f"{name}: out of memory while decoding") from exc
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, struct.error, zlib.error) as exc:
+    # TypeError too: tifffile trips over some corrupt tag values with one
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, struct.error,
+            zlib.error) as exc:
         text = one_line(exc)
         if "imagecodecs" in text:
             raise ImageError(

@@ -1,11 +1,11 @@
 """Keep the decoders' own warnings off the user's terminal: a bad file is reported, not warned about.
 
-Pillow warns (``warnings.warn``) about corrupt EXIF, truncated tags and the like, and
-tifffile logs them (logger ``tifffile``); a decoder here either copes with the file or
-raises ImageError, so those notices are noise. :func:`quietly` silences both for the code
-it wraps, and only while some thread is inside it: the warning filters are shared by all
-threads, so the first thread in saves them and the last one out restores them; the
-tifffile records are dropped only for threads inside.
+Pillow warns (``warnings.warn``) about corrupt EXIF, truncated tags and the like and logs
+some (``PIL.TiffImagePlugin``), and tifffile logs them (logger ``tifffile``); a decoder here
+either copes with the file or raises ImageError, so those notices are noise. :func:`quietly`
+silences both for the code it wraps, and only while some thread is inside it: the warning
+filters are shared by all threads, so the first thread in saves them and the last one out
+restores them; log records are dropped only for threads inside.
 """
 
 from __future__ import annotations
@@ -28,7 +28,11 @@ class _DropWhileDecoding(logging.Filter):
         return not getattr(_inside, "depth", 0)
 
 
-logging.getLogger("tifffile").addFilter(_DropWhileDecoding())
+#: Where the decoders log (a filter acts on records of its own logger only, not its children's).
+_LOGGERS = ("tifffile", "PIL.Image", "PIL.TiffImagePlugin", "PIL.TiffTags", "PIL.PngImagePlugin",
+            "PIL.JpegImagePlugin", "PIL.WebPImagePlugin", "PIL.BmpImagePlugin")
+for _name in _LOGGERS:
+    logging.getLogger(_name).addFilter(_DropWhileDecoding())
 
 
 @contextmanager
