@@ -193,16 +193,19 @@ def test_failed_write_leaves_nothing(tmp_path: Path, nearest_weights, monkeypatc
     root.mkdir()
     for i in range(3):
         Image.fromarray(_pattern(8, 8, 3, i)).save(root / f"p{i}.png")
-    real = images.encode
-    second = _pattern(8, 8, 3, 1).mean() / 255  # nearest-neighbour upscaling keeps the mean
+    real = save_module.atomic_write
 
-    def full_disk(picture, dest, fmt, **kw):
-        if abs(float(picture.rgb.mean()) - second) < 1e-6:  # p1's write hits a full disk
-            dest.write(b"partial")
+    def full_disk(dst, write):
+        if dst.name != "p1.png":
+            return real(dst, write)
+
+        def partial(fp):  # p1's write hits a full disk halfway, inside the real writer
+            fp.write(b"partial")
             raise OSError(28, "No space left on device")
-        return real(picture, dest, fmt, **kw)
 
-    monkeypatch.setattr(save_module, "encode", full_disk)  # what images.save calls
+        return real(dst, partial)
+
+    monkeypatch.setattr(save_module, "atomic_write", full_disk)  # what images.save writes with
     out = tmp_path / "out"
     code, lines, _ = _run([str(root), str(out), "--weights", str(nearest_weights[2]), "--json"])
     assert code == 1
