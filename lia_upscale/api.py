@@ -58,6 +58,12 @@ def _resample(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(image[None], size=size, mode="bicubic", align_corners=False, antialias=True)[0]
 
 
+def _finite(output: torch.Tensor) -> torch.Tensor:
+    if not bool(torch.isfinite(output).all()):
+        raise LiaError("the network's output is not finite (NaN or infinity): the weights overflow on this image")
+    return output
+
+
 class Upscaler:
     """Upscale images with a PlainUSR/LIA model.
 
@@ -109,15 +115,17 @@ class Upscaler:
         Alpha goes through the network too (as a gray image), so its edges are as sharp
         as the colour's; a uniform alpha is not computed. Finish with :meth:`finish_picture`
         (which a batch does in another thread, while the network works on the next image).
+        Raises LiaError when the output is not finite (weights that overflow on this image):
+        the encoder would silently turn NaN into black.
         """
-        rgb = self.engine.run(picture.rgb, on_tile)
+        rgb = _finite(self.engine.run(picture.rgb, on_tile))
         alpha: torch.Tensor | float | None = None
         if picture.alpha is not None:
             a = picture.alpha
             if float(a.min()) == float(a.max()):
                 alpha = float(a.min())
             else:
-                alpha = self.engine.run(np.repeat(a[:, :, None], 3, axis=2), on_tile)
+                alpha = _finite(self.engine.run(np.repeat(a[:, :, None], 3, axis=2), on_tile))
         return NetworkOutput(rgb, alpha)
 
     def finish_picture(

@@ -1,20 +1,34 @@
-"""The one way to write a file safely, used by every writer (images, weights).
+"""The one way to write a file safely, used by every writer (images, weights, checkpoints).
 
-A temporary file in the target folder, fsync, then an atomic rename; the result gets the
-permissions a plain ``open(path, "w")`` would (0666 less the user's umask), not
-``mkstemp``'s 0600.
+A temporary file in the target folder (``.NAME.XXXXXXXX.part``), fsync, then an atomic
+rename. The result gets the mode of the file it replaces, or else the permissions a plain
+``open(path, "w")`` would give (0666 less the user's umask), never ``mkstemp``'s 0600.
+A run killed outright (SIGKILL, power loss) can leave a temporary file behind:
+:func:`remove_stale_temporaries` removes those of our naming once they are old.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_writer", "atomic_write"]
+__all__ = ["atomic_writer", "atomic_write", "remove_stale_temporaries", "STALE_AFTER_S"]
+
+#: A temporary file of ours older than this is a leftover (no write takes that long).
+STALE_AFTER_S = 600.0
+
+_SUFFIX = ".part"
+_MAX_NAME_BYTES = 255  # NAME_MAX of every common file system
+_RANDOM = 8  # mkstemp's random part
+#: ``.NAME.XXXXXXXX.part``, XXXXXXXX as mkstemp makes it
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{%d}%s" % (_RANDOM, re.escape(_SUFFIX)), re.DOTALL)
 
 
 def _umask() -> int:
@@ -31,6 +45,31 @@ def _umask() -> int:
     return mask
 
 
+def _mode_for(path: Path) -> int:
+    """The mode a new ``path`` gets: the replaced file's, or 0666 less the umask."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return 0o666 & ~_umask()
+    return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else 0o666 & ~_umask()
+
+
+def _temp_prefix(name: str) -> str:
+    """``.NAME.``, NAME cut so that the whole temporary name fits in 255 bytes."""
+    room = _MAX_NAME_BYTES - len(f"..{'x' * _RANDOM}{_SUFFIX}")
+    raw = os.fsencode(name)
+    if len(raw) > room:
+        cut = raw[:room]
+        for end in range(room, room - 4, -1):  # never split a UTF-8 character
+            try:
+                cut = raw[:end].decode("utf-8").encode("utf-8")
+                break
+            except UnicodeDecodeError:
+                continue
+        name = os.fsdecode(cut)
+    return f".{name}."
+
+
 @contextmanager
 def atomic_writer(path: Path) -> Iterator[BinaryIO]:
     """Write ``path`` through a temporary file in the same folder, moved in place on success.
@@ -40,11 +79,12 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    mode = _mode_for(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path.name), suffix=_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             if hasattr(os, "fchmod"):
-                os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp's 0600 would stick
+                os.fchmod(f.fileno(), mode)  # mkstemp's 0600 would stick
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -58,3 +98,27 @@ def atomic_write(dst: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write(fp)`` on a temporary file that replaces ``dst`` when it returns (see :func:`atomic_writer`)."""
     with atomic_writer(dst) as fp:
         write(fp)
+
+
+def remove_stale_temporaries(folder: Path, older_than_s: float = STALE_AFTER_S) -> list[Path]:
+    """Delete the temporary files of our naming in ``folder`` (not below) older than ``older_than_s``.
+
+    A younger one may belong to a run still writing it, and is spared. Files that cannot
+    be removed are left. Returns the removed paths.
+    """
+    removed = []
+    cutoff = time.time() - older_than_s
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not _TEMP_NAME.fullmatch(entry.name):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed

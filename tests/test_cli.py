@@ -193,16 +193,19 @@ def test_failed_write_leaves_nothing(tmp_path: Path, nearest_weights, monkeypatc
     root.mkdir()
     for i in range(3):
         Image.fromarray(_pattern(8, 8, 3, i)).save(root / f"p{i}.png")
-    real = images.encode
-    second = _pattern(8, 8, 3, 1).mean() / 255  # nearest-neighbour upscaling keeps the mean
+    real = save_module.atomic_write
 
-    def full_disk(picture, dest, fmt, **kw):
-        if abs(float(picture.rgb.mean()) - second) < 1e-6:  # p1's write hits a full disk
-            dest.write(b"partial")
+    def full_disk(dst, write):
+        if dst.name != "p1.png":
+            return real(dst, write)
+
+        def partial(fp):  # p1's write hits a full disk halfway, inside the real writer
+            fp.write(b"partial")
             raise OSError(28, "No space left on device")
-        return real(picture, dest, fmt, **kw)
 
-    monkeypatch.setattr(save_module, "encode", full_disk)  # what images.save calls
+        return real(dst, partial)
+
+    monkeypatch.setattr(save_module, "atomic_write", full_disk)  # what images.save writes with
     out = tmp_path / "out"
     code, lines, _ = _run([str(root), str(out), "--weights", str(nearest_weights[2]), "--json"])
     assert code == 1
@@ -242,7 +245,9 @@ def test_sigint_leaves_no_partial_file_and_rerun_completes(tmp_path: Path, neare
            "--json", "--tile", "64"]
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=threads)
     # unbuffered: a buffered readline could swallow a second line that communicate() never sees
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=0)
+    # SIGINT at its default in the child: a background test run has it ignored, inherited
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=0,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = proc.stdout.readline()  # the first file is finished: interrupt during the next
     assert json.loads(first)["status"] == "done"
     proc.send_signal(signal.SIGINT)

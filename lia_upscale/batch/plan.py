@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import glob
+import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import images
-from ..errors import LiaError
+from ..errors import LiaError, OutputError
 
 __all__ = ["Job", "UsageError", "plan_jobs"]
 
@@ -21,22 +23,51 @@ class UsageError(LiaError):
 
 @dataclass(frozen=True)
 class Job:
-    """One input file and the output it becomes."""
+    """One input file and the output it becomes; ``error``: why it fails before it starts
+    (an unreadable folder, an unsupported explicit input), reported as its outcome."""
 
     src: Path
     dst: Path
     fmt: str  # output format name, e.g. "PNG"
+    error: str | None = None
 
 
 def _is_image(path: Path) -> bool:
     return path.suffix.lower() in images.FORMAT_SUFFIXES and not path.name.startswith(".")
 
 
-def _walk(root: Path, exclude: Path, recursive: bool) -> Iterator[Path]:
-    paths = root.rglob("*") if recursive else root.glob("*")
-    for path in sorted(paths):
-        if path.is_file() and _is_image(path) and exclude not in path.resolve().parents:
-            yield path
+def _walk(root: Path, exclude: Path, recursive: bool) -> Iterator[Path | OSError]:
+    """Image files under ``root`` in sorted order, and an OSError for each folder that cannot be read."""
+    errors: list[OSError] = []
+    found: list[Path] = []
+    for folder, subdirs, files in os.walk(root, onerror=errors.append):
+        base = Path(folder)
+        if not recursive:
+            subdirs.clear()
+        subdirs[:] = [d for d in subdirs if exclude != (base / d).resolve()]
+        for name in files:
+            path = base / name
+            if path.is_file() and _is_image(path) and exclude not in path.resolve().parents:
+                found.append(path)
+    yield from errors
+    yield from sorted(found)
+
+
+def _unreadable(error: OSError) -> str:
+    why = "permission denied" if isinstance(error, PermissionError) else (error.strerror or str(error))
+    return f"{error.filename}: {why}"
+
+
+def _not_regular(path: Path) -> str | None:
+    """Why an existing ``path`` that is neither a folder nor a regular file cannot be an input."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    kinds = {stat.S_ISFIFO: "named pipe", stat.S_ISSOCK: "socket", stat.S_ISCHR: "character device",
+             stat.S_ISBLK: "block device"}
+    kind = next((k for test, k in kinds.items() if test(mode)), None)
+    return f"{path}: not a regular file ({kind})" if kind else None
 
 
 def _glob_base(pattern: str) -> Path:
@@ -66,32 +97,57 @@ def plan_jobs(inputs: Sequence[str], output: str, *, fmt: str = "same", recursiv
 
     ``output`` is a file path when there is exactly one input file and it has an image
     suffix; otherwise a folder. Outputs inside an input folder are never read back.
-    Raises UsageError for an input that does not exist or a pattern that matches nothing.
+    Raises UsageError for an input that does not exist or is not a regular file, a pattern
+    that matches nothing, an output that is an input folder or (for several inputs) not a
+    folder, and any output that would replace an input. A folder that cannot be read, or an
+    explicit input of an unsupported type, becomes a job with an ``error`` (it fails alone).
     """
     out = Path(output)
     out_resolved = out.resolve()
-    pairs: list[tuple[Path, Path]] = []  # (src, path relative to the output folder)
+    pairs: list[tuple[Path, Path, str | None]] = []  # (src, path relative to the output folder, error)
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            pairs += [(p, p.relative_to(path)) for p in _walk(path, out_resolved, recursive)]
+            if path.resolve() == out_resolved:
+                raise UsageError(f"the output folder {output} is also an input folder")
+            for p in _walk(path, out_resolved, recursive):
+                if isinstance(p, OSError):
+                    folder = Path(p.filename)
+                    pairs.append((folder, folder.relative_to(path) if folder != path else Path(), _unreadable(p)))
+                else:
+                    pairs.append((p, p.relative_to(path), None))
         elif path.is_file():
-            pairs.append((path, Path(path.name)))
+            pairs.append((path, Path(path.name), None))
+        elif (why := _not_regular(path)) is not None:
+            raise UsageError(why)
         elif _GLOB_CHARS & set(item):
             base = _glob_base(item)
             matches = [Path(m) for m in sorted(glob.glob(item, recursive=True))]
             files = [m for m in matches if m.is_file() and _is_image(m) and out_resolved not in m.resolve().parents]
             if not files:
                 raise UsageError(f"no image matches {item!r}")
-            pairs += [(m, m.relative_to(base)) for m in files]
+            pairs += [(m, m.relative_to(base), None) for m in files]
         else:
             raise UsageError(f"input not found: {item}")
     single_file = len(inputs) == 1 and Path(inputs[0]).is_file()
+    to_file = single_file and out.suffix.lower() in images.FORMAT_SUFFIXES
+    if not to_file and (out.exists() and not out.is_dir()
+                        or not out.exists() and out.suffix.lower() in images.FORMAT_SUFFIXES):
+        raise UsageError(f"{output} must be a folder for this many inputs (it is "
+                         f"{'a file' if out.exists() else 'named like an image'})")
+    sources = {src.resolve() for src, _, error in pairs if error is None}
     jobs: list[Job] = []
     seen: dict[Path, Path] = {}
-    for src, rel in pairs:
-        name, suffix = _out_format(src, fmt)
-        if single_file and out.suffix.lower() in images.FORMAT_SUFFIXES:
+    for src, rel, error in pairs:
+        if error is not None:
+            jobs.append(Job(src, out / rel, "", error))
+            continue
+        try:
+            name, suffix = _out_format(src, fmt)
+        except OutputError as exc:  # an explicit input of a type we do not read
+            jobs.append(Job(src, out / rel, "", str(exc)))
+            continue
+        if to_file:
             dst = out
             name = images.format_for_suffix(out) if fmt == "same" else name
         else:
@@ -99,6 +155,8 @@ def plan_jobs(inputs: Sequence[str], output: str, *, fmt: str = "same", recursiv
         key = dst.resolve()
         if key == src.resolve():
             raise UsageError(f"output would overwrite its input: {src}")
+        if key in sources:
+            raise UsageError(f"{src} would be written to {dst}, which is another input")
         if key in seen:
             raise UsageError(f"{src} and {seen[key]} would both be written to {dst}")
         seen[key] = src

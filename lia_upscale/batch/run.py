@@ -19,6 +19,7 @@ from .. import images
 from ..api import NetworkOutput, Upscaler
 from ..engine.threads import shared_threads
 from ..errors import LiaError
+from ..files import remove_stale_temporaries
 from .plan import Job
 from .signals import interrupt_after
 
@@ -59,8 +60,9 @@ class BatchEvents:
 
 
 def _reason(exc: Exception) -> str:
-    """One line for a failed file: our own messages as they are, anything else with its type."""
-    text = str(exc).splitlines()[0] if str(exc) else ""
+    """Why a file failed: our own messages as they are, anything else with its type (whole:
+    a path in it may hold a newline; the display makes it one printable line)."""
+    text = str(exc)
     return text if isinstance(exc, LiaError) else f"{type(exc).__name__}: {text}".rstrip(": ")
 
 
@@ -152,10 +154,16 @@ def run_jobs(
 
     todo = []
     for job in jobs:
-        if job.dst.exists() and not overwrite:
+        if job.error is not None:
+            report(Outcome(job, "failed", error=job.error))
+        elif job.dst.is_dir():
+            report(Outcome(job, "failed", error=f"{job.dst} is a directory"))
+        elif job.dst.is_file() and not overwrite:
             report(Outcome(job, "skipped"))
         else:
             todo.append(job)
+    for folder in sorted({job.dst.parent for job in todo}):
+        remove_stale_temporaries(folder)  # left by a run killed outright; a live run's are young
     if lanes is None:
         lanes = image_lanes(upscaler, (_probed(job) for job in todo))  # headers read only on a CPU
     if lanes > 1 and len(todo) > 1:

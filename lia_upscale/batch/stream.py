@@ -7,8 +7,17 @@ from typing import BinaryIO
 
 from .. import images
 from ..api import Upscaler
+from .plan import UsageError
 
-__all__ = ["output_format", "upscale_stream"]
+__all__ = ["check_stream_output", "output_format", "upscale_stream"]
+
+
+def check_stream_output(dest: Path, overwrite: bool) -> None:
+    """Raise UsageError if ``dest`` may not be written: a folder, or an existing file without ``overwrite``."""
+    if dest.is_dir():
+        raise UsageError(f"{dest} is a directory")
+    if dest.exists() and not overwrite:
+        raise UsageError(f"{dest} exists; pass --overwrite to replace it")
 
 
 def output_format(fmt: str, like: str | Path) -> str:

@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import math
+import signal
 import sys
+import threading
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from .. import __version__
 from ..errors import LiaError
 
+#: Exit statuses: 128 + the signal's number, as a shell reports a process the signal killed.
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same clean-up runs (temporary files, summary)."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
+def interrupt_status(exc: BaseException) -> int:
+    """The exit status for an interrupt: 143 for SIGTERM, 130 for Ctrl-C."""
+    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
 
 
 class DefaultGroup(click.Group):
@@ -22,14 +42,47 @@ class DefaultGroup(click.Group):
             args = ["--help"]
         return super().parse_args(ctx, args)
 
+    def invoke(self, ctx: click.Context):
+        """Run the command; Ctrl-C or SIGTERM at any moment ends it with one line and 130 or 143
+        (click's own handling would print "Aborted!" and exit 1)."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminate)
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            say(make_console(), "interrupted")
+            sys.exit(interrupt_status(exc))
+
 
 def make_console(quiet: bool = False) -> Console:
     return Console(stderr=True, quiet=quiet, highlight=False, log_path=False)
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (a newline in a file name) written as escapes: one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
+def say(console: Console, message: str, prefix: str = "") -> None:
+    """Print one line: ``prefix`` is rich markup, ``message`` (paths, reasons) is printed literally."""
+    console.print(prefix + escape(printable(message)), soft_wrap=True)
+
+
+def fail(message: str, status: int) -> None:
+    """Print ``error: message`` (literally, one line) and exit with ``status``."""
+    say(make_console(), message, "[bold red]error:[/] ")
+    sys.exit(status)
+
+
 def fail_usage(message: str) -> None:
-    make_console().print(f"[bold red]error:[/] {message}")
-    sys.exit(2)
+    fail(message, 2)
+
+
+def finite_float(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A click callback: NaN and infinity are not factors."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
 
 
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,7 +113,8 @@ def make_upscaler(console: Console, **kwargs):
     from ..api import Upscaler
 
     try:
-        return Upscaler(on_warning=lambda msg: console.log(f"[yellow]warning:[/] {msg}"), **kwargs)
+        return Upscaler(on_warning=lambda msg: console.log(f"[yellow]warning:[/] {escape(printable(msg))}"),
+                        **kwargs)
     except LiaError as exc:
         fail_usage(str(exc))
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import LiaError
-from .app import fail_usage, main, make_console
+from .app import fail, fail_usage, main, make_console
 
 
 @main.command("bench")
@@ -69,15 +69,14 @@ def bench_cmd(model_names, weights, sizes, device, precisions, repeats, threads,
                            repeats=repeats, cases=chosen, memory=not no_memory, threads=threads, tile=tile,
                            tile_search=tile_search, eval_dir=Path(eval_dir) if eval_dir else None,
                            pipeline=Path(pipeline) if pipeline else None, pipeline_weights=pipeline_weights,
-                           on_progress=lambda msg: console.log(msg) if console.is_terminal else None)
+                           on_progress=lambda msg: console.log(msg, markup=False) if console.is_terminal else None)
         if plot:
             from ..tools.plot import draw_tradeoff
 
             draw_tradeoff(report, Path(plot))
             report["plot"] = str(plot)
     except LiaError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        sys.exit(1)
+        fail(str(exc), 1)
     if as_json:
         print(json.dumps(report))
         return

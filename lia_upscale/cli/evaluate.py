@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import LiaError
-from .app import engine_options, fail_usage, main, make_console, make_upscaler, model_options
+from .app import engine_options, fail, fail_usage, main, make_console, make_upscaler, model_options
 
 
 @main.command("eval")
@@ -37,19 +37,18 @@ def eval_cmd(folder, weights, model_name, tile, precision, device, as_json) -> N
     try:
         result = evaluate(pairs, lambda rgb: upscaler.upscale_tensor(rgb).permute(1, 2, 0).numpy(), scale)
     except LiaError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        sys.exit(1)
+        fail(str(exc), 1)
     if as_json:
         out = result.as_json()
         out["model"] = str(upscaler.model.source)
         out["variant"] = upscaler.model.variant
         print(json.dumps(out))
         return
-    table = Table(title=f"{folder}  ({upscaler.model.source}, x{scale})", title_justify="left")
+    table = Table(title=escape(f"{folder}  ({upscaler.model.source}, x{scale})"), title_justify="left")
     table.add_column("image")
     table.add_column("PSNR-Y", justify="right")
     table.add_column("SSIM-Y", justify="right")
     for name, p, s in result.per_image:
-        table.add_row(name, f"{p:.3f}", f"{s:.4f}")
+        table.add_row(escape(name), f"{p:.3f}", f"{s:.4f}")
     table.add_row("[bold]mean", f"[bold]{result.psnr_y:.3f}", f"[bold]{result.ssim_y:.4f}")
     Console().print(table)

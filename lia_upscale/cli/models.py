@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import LiaError
-from .app import fail_usage, main, make_console
+from .app import fail_usage, main, make_console, say
 
 
 @main.command("convert")
@@ -24,7 +24,7 @@ def convert_cmd(src, dst) -> None:
         info = models.convert(Path(src), Path(dst))
     except LiaError as exc:
         fail_usage(str(exc))
-    make_console().print(f"wrote {dst}: {info}")
+    say(make_console(), f"wrote {dst}: {info}")
 
 
 @main.command("models")
@@ -66,4 +66,4 @@ def weights_install(source) -> None:
     except LiaError as exc:
         fail_usage(str(exc))
     for p in paths:
-        console.print(f"installed {p}")
+        say(console, f"installed {p}")

@@ -16,7 +16,7 @@ from rich.progress import (
 )
 
 from ..errors import LiaError
-from .app import fail_usage, main, make_console
+from .app import fail_usage, interrupt_status, main, make_console, say
 
 
 @main.command("train")
@@ -79,7 +79,7 @@ def train_cmd(data, out, variant, scale, iterations, batch, patch, lr, seed, eva
         models.save_weights(Path(out), module.cpu(), variant=variant, scale=s)
     except LiaError as exc:
         fail_usage(str(exc))
-    except KeyboardInterrupt:
-        console.print(f"interrupted; resume with the same command (checkpoint {ckpt})")
-        sys.exit(130)
-    console.print(f"wrote {out}")
+    except KeyboardInterrupt as exc:
+        say(console, f"interrupted; resume with the same command (checkpoint {ckpt})")
+        sys.exit(interrupt_status(exc))
+    say(console, f"wrote {out}")

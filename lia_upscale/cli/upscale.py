@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,7 +25,19 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import LiaError
-from .app import engine_options, fail_usage, main, make_console, make_upscaler, model_options
+from .app import (
+    engine_options,
+    fail,
+    fail_usage,
+    finite_float,
+    interrupt_status,
+    main,
+    make_console,
+    make_upscaler,
+    model_options,
+    printable,
+    say,
+)
 
 
 FORMATS = ["same", "png", "jpg", "webp", "tiff"]
@@ -45,7 +59,7 @@ class _MegapixelRate(ProgressColumn):
 @click.option("--scale", type=click.Choice(["2", "4"]), default=None,
               help="Model scale (default: the model's; 4 for the default model, 2 when --outscale <= 2).")
 @model_options
-@click.option("--outscale", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--outscale", type=click.FloatRange(min=0, min_open=True), default=None, callback=finite_float,
               help="Any final factor: the model's scale, then an antialiased bicubic resample to round(size * F).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="same", show_default=True)
 @click.option("--quality", type=click.IntRange(1, 100), default=None, help="JPEG/WebP quality (default 95).")
@@ -66,7 +80,7 @@ def upscale_cmd(paths, scale, weights, model_name, outscale, fmt, quality, overw
     if scale is None and outscale and not (weights or model_name):
         scale = "2" if outscale <= 2 else "4"  # the default model nearest above the factor
     if "-" in inputs or output == "-":
-        _stream(inputs, output, fmt, quality, outscale, console,
+        _stream(inputs, output, fmt, quality, outscale, overwrite, console,
                 dict(model=model_name, weights=weights, scale=int(scale) if scale else None,
                      device=device, precision=precision, tile=tile))
         return
@@ -79,19 +93,29 @@ def upscale_cmd(paths, scale, weights, model_name, outscale, fmt, quality, overw
     sys.exit(_run_batch(jobs, upscaler, console, overwrite, quality, outscale, as_json, quiet))
 
 
-def _stream(inputs, output, fmt, quality, outscale, console, upscaler_args) -> None:
-    from ..batch.stream import upscale_stream
+def _stream(inputs, output, fmt, quality, outscale, overwrite, console, upscaler_args) -> None:
+    from ..batch import UsageError
+    from ..batch.stream import check_stream_output, upscale_stream
 
     if len(inputs) != 1:
         fail_usage("streaming with - takes exactly one INPUT and one OUTPUT")
+    if output == "-" and (sys.stdout is None or sys.stdout.closed):
+        fail("standard output is closed", 1)
+    try:
+        if output != "-":
+            check_stream_output(Path(output), overwrite)  # before the model loads or stdin is read
+    except UsageError as exc:
+        fail_usage(str(exc))
     upscaler = make_upscaler(console, **upscaler_args)
     try:
         src = sys.stdin.buffer.read() if inputs[0] == "-" else Path(inputs[0])
         dest = sys.stdout.buffer if output == "-" else Path(output)
         upscale_stream(upscaler, src, dest, fmt=fmt, quality=quality, outscale=outscale)
-    except LiaError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        sys.exit(1)
+    except (LiaError, OSError) as exc:
+        if output == "-" and getattr(exc.__cause__ or exc, "errno", None) == errno.EPIPE:
+            # nobody reads stdout any more: point it at /dev/null, so the final flush is quiet
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        fail(str(exc), 1)
 
 
 def _run_batch(jobs, upscaler, console: Console, overwrite, quality, outscale, as_json, quiet) -> int:
@@ -127,22 +151,22 @@ def _run_batch(jobs, upscaler, console: Console, overwrite, quality, outscale, a
         progress.advance(files)
         if outcome.status == "failed":
             src = str(outcome.job.src)
-            line = outcome.error if src in (outcome.error or "") else f"{src}: {outcome.error}"
+            line = printable(outcome.error if src in (outcome.error or "") else f"{src}: {outcome.error}")
             if live:
                 console.log(Text.assemble(("failed ", "red"), line))
-            else:
-                make_console().print(f"failed {line}", markup=False, highlight=False)
+            else:  # one line however long: a log reader greps it
+                say(make_console(), line, "failed ")
         if as_json:
             print(json.dumps(outcome.as_json()), flush=True)
 
     started = time.perf_counter()
-    interrupted = False
+    interrupted = 0  # or the exit status of the interrupt
     with progress:
         try:
             run_jobs(jobs, upscaler, overwrite=overwrite, quality=quality, outscale=outscale,
                      events=BatchEvents(on_start, on_tile, on_outcome))
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as exc:
+            interrupted = interrupt_status(exc)
         progress.update(tiles, visible=False)
     if not quiet:
         table = Table(title="interrupted" if interrupted else "summary", title_justify="left")
@@ -153,5 +177,5 @@ def _run_batch(jobs, upscaler, console: Console, overwrite, quality, outscale, a
                       f"{time.perf_counter() - started:.1f}s")
         console.print(table)
     if interrupted:
-        return 130
+        return interrupted
     return 1 if counts["failed"] else 0

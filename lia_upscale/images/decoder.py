@@ -47,6 +47,7 @@ from .picture import (
     one_line,
     source_name,
 )
+from .quiet import quietly
 
 __all__ = ["MAX_PIXELS", "decode", "probe"]
 
@@ -181,9 +182,11 @@ def _read_source(source: str | Path | bytes | BinaryIO) -> tuple[str, bytes]:
 
 @contextmanager
 def _decoding(name: str) -> Iterator[None]:
-    """Turn whatever Pillow, zlib or tifffile raise on bad data into a one-line ImageError."""
+    """Turn whatever Pillow, zlib or tifffile raise on bad data into a one-line ImageError
+    (and keep their warnings quiet: the file is reported, not warned about)."""
     try:
-        yield
+        with quietly():
+            yield
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -192,7 +195,9 @@ def _decoding(name: str) -> Iterator[None]:
         raise ImageError(f"{name}: {_SUPPORTED_TEXT}") from exc
     except MemoryError as exc:
         raise ImageError(f"{name}: out of memory while decoding") from exc
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, struct.error, zlib.error) as exc:
+    # TypeError too: tifffile trips over some corrupt tag values with one
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, struct.error,
+            zlib.error) as exc:
         text = one_line(exc)
         if "imagecodecs" in text:
             raise ImageError(

@@ -32,7 +32,7 @@ from .picture import (
     source_name,
 )
 
-__all__ = ["encode", "format_for_suffix"]
+__all__ = ["encode", "encode_bytes", "format_for_suffix"]
 
 _JPEG_MAX_SIDE: Final = 65_535
 _WEBP_MAX_SIDE: Final = 16_383
@@ -62,7 +62,21 @@ def encode(
     quality: int | None = None,
     dpi_scale: float = 1.0,
 ) -> None:
-    """Write ``picture`` to the binary stream ``dest`` as ``fmt`` (PNG, JPEG, WEBP, TIFF, BMP).
+    """Write ``picture`` to the binary stream ``dest`` as ``fmt``: :func:`encode_bytes`, then one write.
+
+    Raises:
+        OutputError: as :func:`encode_bytes`, or the stream cannot be written (full disk,
+            closed file, ...).
+    """
+    data = encode_bytes(picture, fmt, quality=quality, dpi_scale=dpi_scale)
+    try:
+        dest.write(data)
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"cannot write {source_name(dest)}: {one_line(exc)}") from exc
+
+
+def encode_bytes(picture: Picture, fmt: str, *, quality: int | None = None, dpi_scale: float = 1.0) -> memoryview:
+    """``picture`` as the bytes of a ``fmt`` file (PNG, JPEG, WEBP, TIFF, BMP), built in memory.
 
     Samples are clipped to [0, 1] (NaN -> 0) and rounded to 8 or 16 bits. The mode
     follows the picture: gray kinds are written gray, others RGB; alpha is kept by PNG,
@@ -77,11 +91,10 @@ def encode(
     IFDs). DPI, multiplied by ``dpi_scale`` (pass the upscale factor to keep the print
     size): PNG, JPEG, TIFF, BMP. PNG and TIFF (deflate) are lossless and ignore
     ``quality``; JPEG (4:4:4 chroma) and WEBP default to :data:`JPEG_QUALITY` and
-    :data:`WEBP_QUALITY`. The whole file is built in memory, then written at once.
+    :data:`WEBP_QUALITY`.
 
     Raises:
-        OutputError: unknown format, quality outside 1..100, a size the format cannot
-            hold, or the stream cannot be written (full disk, closed file, ...).
+        OutputError: unknown format, quality outside 1..100, or a size the format cannot hold.
     """
     fmt = _format_name(fmt)
     if quality is not None and not (isinstance(quality, int) and 1 <= quality <= 100):
@@ -116,10 +129,7 @@ def encode(
         raise
     except (OSError, ValueError, RuntimeError, struct.error, zlib.error) as exc:
         raise OutputError(f"cannot encode {fmt}: {one_line(exc)}") from exc
-    try:
-        dest.write(buf.getbuffer())
-    except (OSError, ValueError) as exc:
-        raise OutputError(f"cannot write {source_name(dest)}: {one_line(exc)}") from exc
+    return buf.getbuffer()
 
 
 def _format_name(fmt: str) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import OutputError
 from ..files import atomic_write
-from .encoder import encode, format_for_suffix
+from .encoder import encode_bytes, format_for_suffix
 from .picture import Picture
 
 __all__ = ["save"]
@@ -21,7 +21,8 @@ def save(
     (pass the upscale factor: the print size stays).
     """
     fmt = fmt or format_for_suffix(dst)
+    data = encode_bytes(picture, fmt, quality=quality, dpi_scale=dpi_scale)  # before any file exists
     try:
-        atomic_write(dst, lambda fp: encode(picture, fp, fmt, quality=quality, dpi_scale=dpi_scale))
+        atomic_write(dst, lambda fp: fp.write(data))
     except OSError as exc:
         raise OutputError(f"cannot write {dst}: {exc.strerror or exc}") from None

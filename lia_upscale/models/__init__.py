@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .detect import check_shapes, describe_config, detect_config, expected_shapes, load_state
+from .detect import check_shapes, check_values, describe_config, detect_config, expected_shapes, load_state
 from .loader import Model, load_model
 from .cards import ALL_CARDS, CARDS, PURPOSES, ModelCard, card_for_file, default_model_name, get_card
 from .descriptor import ModelDescriptor, describe
@@ -15,11 +15,13 @@ from .weightfile import (
     read_header,
     read_pth,
     read_safetensors,
+    read_torch_file,
     save_weights,
 )
 
 __all__ = [
     "check_shapes",
+    "check_values",
     "describe_config",
     "detect_config",
     "expected_shapes",
@@ -48,5 +50,6 @@ __all__ = [
     "read_header",
     "read_pth",
     "read_safetensors",
+    "read_torch_file",
     "save_weights",
 ]

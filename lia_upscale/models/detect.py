@@ -11,7 +11,7 @@ from torch import nn
 from ..errors import WeightsError
 from ..nn import VARIANTS, PlainUSR, PlainUSRConfig, block_names
 
-__all__ = ["detect_config", "expected_shapes", "check_shapes", "load_state", "describe_config"]
+__all__ = ["detect_config", "expected_shapes", "check_shapes", "check_values", "load_state", "describe_config"]
 
 Shape = tuple[int, ...]
 
@@ -193,6 +193,15 @@ def detect_config(shapes: Mapping[str, Sequence[int]]) -> tuple[PlainUSRConfig, 
     )
 
 
+def check_values(state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Raise WeightsError unless every tensor is floating point and finite (no NaN, no infinity)."""
+    for key, value in state_dict.items():
+        if not value.is_floating_point():
+            raise WeightsError(f"{key} has dtype {value.dtype}; expected floating point")
+        if not bool(torch.isfinite(value).all()):
+            raise WeightsError(f"{key} contains NaN or infinite values")
+
+
 def load_state(module: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Copy ``state_dict`` into ``module`` strictly.
 
@@ -206,9 +215,5 @@ def load_state(module: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> Non
             raise WeightsError(f"not a state dict: entry {key!r} is a {type(value).__name__}")
         found[key] = tuple(value.shape)
     check_shapes({k: tuple(v.shape) for k, v in module.state_dict().items()}, found)
-    for key, value in state_dict.items():
-        if not value.is_floating_point():
-            raise WeightsError(f"{key} has dtype {value.dtype}; expected floating point")
-        if not bool(torch.isfinite(value).all()):
-            raise WeightsError(f"{key} contains NaN or infinite values")
+    check_values(state_dict)
     module.load_state_dict(dict(state_dict), strict=True)

@@ -98,6 +98,9 @@ def load_model(path_or_name: str | os.PathLike[str]) -> Model:
             f"is {card.variant} x{card.scale}"
         )
     module = PlainUSR(config)
-    load_state(module, state)
+    try:
+        load_state(module, state)
+    except WeightsError as e:
+        raise WeightsError(f"{path}: {e}") from None
     module.float().eval()
     return Model(module, variant, config.scale, source, path, card)

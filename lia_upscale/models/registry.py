@@ -8,6 +8,7 @@ import importlib.resources
 import importlib.util
 import os
 import tempfile
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -31,7 +32,9 @@ __all__ = [
 ProgressCallback = Callable[[str, int, int | None], None]
 
 _CHUNK = 1 << 16
-_TIMEOUT_S = 60.0
+_TIMEOUT_S = 60.0  # for any one network read
+#: Default limit on a whole download, in seconds; ``$LIA_UPSCALE_DOWNLOAD_DEADLINE`` overrides it.
+DOWNLOAD_DEADLINE_S = 1800.0
 
 
 def embedded_weights_dir() -> Path:
@@ -149,9 +152,32 @@ def _provenance(card: ModelCard) -> dict[str, str]:
     return {"name": card.name, "origin": card.url or "", "origin_sha256": card.sha256 or ""}
 
 
-def _download(url: str, card: ModelCard, dest: Path, on_progress: ProgressCallback | None) -> Path:
-    """Fetch ``url`` to a temporary file in ``dest``, then check and convert it."""
-    dest.mkdir(parents=True, exist_ok=True)
+def _deadline(deadline_s: float | None) -> float:
+    """The download deadline in seconds: the argument, else the environment, else the default."""
+    if deadline_s is None:
+        text = os.environ.get("LIA_UPSCALE_DOWNLOAD_DEADLINE", "").strip()
+        try:
+            deadline_s = float(text) if text else DOWNLOAD_DEADLINE_S
+        except ValueError:
+            raise WeightsError(f"LIA_UPSCALE_DOWNLOAD_DEADLINE={text!r} is not a number of seconds") from None
+    if not deadline_s > 0 or deadline_s == float("inf"):
+        raise WeightsError(f"the download deadline must be a positive number of seconds, not {deadline_s}")
+    return deadline_s
+
+
+def _make_folder(dest: Path) -> None:
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WeightsError(f"cannot create the weights folder {dest} ({e.strerror or e})") from None
+
+
+def _download(
+    url: str, card: ModelCard, dest: Path, on_progress: ProgressCallback | None, deadline_s: float
+) -> Path:
+    """Fetch ``url`` to a temporary file in ``dest`` within ``deadline_s``, then check and convert it."""
+    _make_folder(dest)
+    end = time.monotonic() + deadline_s
     fd, tmp_name = tempfile.mkstemp(dir=dest, prefix=f".{card.file}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
@@ -160,11 +186,13 @@ def _download(url: str, card: ModelCard, dest: Path, on_progress: ProgressCallba
         try:
             with (
                 os.fdopen(fd, "wb") as out,
-                urllib.request.urlopen(url, timeout=_TIMEOUT_S) as resp,
+                urllib.request.urlopen(url, timeout=min(_TIMEOUT_S, deadline_s)) as resp,
             ):
                 length = resp.headers.get("Content-Length")
                 total = int(length) if length and length.isdecimal() else None
-                while chunk := resp.read(_CHUNK):
+                while chunk := resp.read1(_CHUNK):  # what has arrived: a trickle still meets the deadline
+                    if time.monotonic() > end:
+                        raise WeightsError(f"download of {url} exceeded {deadline_s:g} s")
                     out.write(chunk)
                     digest.update(chunk)
                     done += len(chunk)
@@ -188,7 +216,10 @@ def _card_for_source(file_name: str, source: str) -> ModelCard:
 
 
 def install(
-    source: str | os.PathLike[str], *, on_progress: ProgressCallback | None = None
+    source: str | os.PathLike[str],
+    *,
+    on_progress: ProgressCallback | None = None,
+    deadline_s: float | None = None,
 ) -> list[Path]:
     """Install official weights into :func:`user_weights_dir` as ``<name>.safetensors``.
 
@@ -197,8 +228,9 @@ def install(
     from its card's URL). The card is chosen by file name; the sha256 is checked against
     the card before anything is converted. Files are written atomically; a mismatch, a
     failed or truncated download leaves nothing behind and raises WeightsError.
-    ``on_progress(file_name, bytes_done, bytes_total)`` is called while reading.
-    Returns the installed paths.
+    ``on_progress(file_name, bytes_done, bytes_total)`` is called while reading. A download
+    that takes longer than ``deadline_s`` (default: ``$LIA_UPSCALE_DOWNLOAD_DEADLINE``, else
+    :data:`DOWNLOAD_DEADLINE_S`) is abandoned with a WeightsError. Returns the installed paths.
     """
     dest = user_weights_dir()
     text = os.fspath(source)
@@ -209,7 +241,7 @@ def install(
         text = card.url
     if text.startswith(("http://", "https://")):
         file_name = urllib.parse.unquote(urllib.parse.urlsplit(text).path.rsplit("/", 1)[-1])
-        return [_download(text, _card_for_source(file_name, text), dest, on_progress)]
+        return [_download(text, _card_for_source(file_name, text), dest, on_progress, _deadline(deadline_s))]
 
     path = Path(text).expanduser()
     if path.is_dir():
@@ -222,12 +254,12 @@ def install(
             )
         installed = []
         for file, card in found:
-            dest.mkdir(parents=True, exist_ok=True)
+            _make_folder(dest)
             digest = _hash_file(file, card.file, on_progress)
             installed.append(_install_verified(card, file, digest, dest))
         return installed
     if path.is_file():
         card = _card_for_source(path.name, text)
-        dest.mkdir(parents=True, exist_ok=True)
+        _make_folder(dest)
         return [_install_verified(card, path, _hash_file(path, card.file, on_progress), dest)]
     raise WeightsError(f"{text}: no such file, folder or URL")

@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import WeightsError
 from ..files import atomic_writer
 from ..nn import VARIANTS, PlainUSRConfig
-from .detect import Shape, detect_config
+from .detect import Shape, check_values, detect_config
 
 __all__ = [
     "FORMAT",
@@ -31,6 +31,7 @@ __all__ = [
     "read_safetensors",
     "save_weights",
     "read_pth",
+    "read_torch_file",
     "convert",
 ]
 
@@ -117,7 +118,7 @@ def _parse_header(
         if not isinstance(info, dict):
             raise _fail(path, f"tensor {name!r} has no description")
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if dtype not in _ITEMSIZE:
+        if not isinstance(dtype, str) or dtype not in _ITEMSIZE:
             raise _fail(path, f"tensor {name!r} has unknown dtype {dtype!r}")
         if not (
             isinstance(shape, list)
@@ -253,6 +254,7 @@ def _state_of(module_or_state: nn.Module | Mapping[str, torch.Tensor]) -> dict[s
         if not value.is_floating_point():
             raise WeightsError(f"{key} has dtype {value.dtype}; expected floating point")
         out[key] = value.detach().to("cpu", torch.float32).contiguous()
+    check_values(out)  # a NaN written now would only fail at load time
     return out
 
 
@@ -267,7 +269,7 @@ def save_weights(
     """Write a PlainUSR module or state dict as a lia-upscale ``.safetensors`` file, atomically.
 
     The network is detected from the tensor shapes; ``variant`` and ``scale``, when given,
-    must agree with it. Tensors are stored as float32. ``extra`` adds string metadata (it
+    must agree with it. Tensors are stored as float32 and must be finite. ``extra`` adds string metadata (it
     cannot override the reserved keys). Returns the header of the written file.
     """
     path = Path(path)
@@ -334,15 +336,21 @@ def read_pth(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     checkpoint, raises WeightsError; there is no fallback to a full unpickle.
     """
     path = Path(path)
+    return _unwrap(read_torch_file(path), path)
+
+
+def read_torch_file(path: str | os.PathLike[str]) -> object:
+    """What a ``torch.save`` file holds, loaded on the CPU with ``weights_only=True`` (tensors,
+    containers, numbers, strings); a file that needs any other object raises WeightsError."""
+    path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such weight file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise _fail(path, _refusal(e)) from None
     except Exception as e:  # noqa: BLE001 - any failure of an untrusted file is a WeightsError
         raise _fail(path, f"not a readable torch checkpoint ({_first_line(e)})") from None
-    return _unwrap(obj, path)
 
 
 def _refusal(error: pickle.UnpicklingError) -> str:
@@ -373,6 +381,7 @@ def convert(
     state = read_pth(src)
     try:
         detect_config({k: tuple(v.shape) for k, v in state.items()})
+        check_values(state)
     except WeightsError as e:
         raise _fail(src, str(e)) from None
     return save_weights(dst_safetensors, state)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
-
+from .. import images
 from .bicubic import matlab_downscale_uint8
+from .checkpoint import load_checkpoint, save_checkpoint
 from ..errors import LiaError
 from .degradations import PhotoDegradation
 from .evaluate import find_pairs
@@ -63,8 +62,8 @@ class TrainStatus:
 
 
 def _load_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    """8-bit RGB through the images package: a bad file is an ImageError naming it, not a traceback."""
+    return (images.decode(path).rgb * 255).round().astype(np.uint8)
 
 
 def load_pairs(
@@ -202,7 +201,7 @@ def train(
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     start = 0
     if checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = load_checkpoint(checkpoint)
         if state["config"] != asdict(cfg):
             raise LiaError(f"{checkpoint} was made with another recipe: {state['config']}")
         model.load_state_dict(state["model"])
@@ -216,13 +215,11 @@ def train(
     bench = benchmark_pairs(eval_dir) if eval_dir else []
 
     def save(it: int) -> None:
-        tmp = checkpoint.with_name(checkpoint.name + ".tmp")
-        torch.save(
+        save_checkpoint(
+            checkpoint,
             {"model": model.state_dict(), "optim": opt.state_dict(), "generator": gen.get_state(),
              "iteration": it, "config": asdict(cfg), **({"ema": ema.state_dict()} if ema else {})},
-            tmp,
         )
-        os.replace(tmp, checkpoint)
 
     for it in range(start, cfg.iterations):
         lr_now = _lr_at(cfg, it)
