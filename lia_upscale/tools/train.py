@@ -218,7 +218,7 @@ def train(
         save_checkpoint(
             checkpoint,
             {"model": model.state_dict(), "optim": opt.state_dict(), "generator": gen.get_state(),
-             "iteration": it, "config": asdict(cfg), **({"ema": ema.state_dict()} if ema else {})},
+             "iteration": it, "config": asdict(cfg), **({"ema": ema.state_dict()} if ema is not None else {})},
         )
 
     for it in range(start, cfg.iterations):
