@@ -35,11 +35,13 @@ def test_cli_upscale_uses_the_photo_model_by_default(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-m", "lia_upscale", str(src.parent), str(tmp_path / "out"), "--scale", "2",
                           "--quiet"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    got = np.asarray(Image.open(tmp_path / "out" / "a.png"))
+    got = np.asarray(Image.open(tmp_path / "out" / "a.png")).astype(int)
     with Image.open(src) as im:
-        want = np.asarray(Upscaler(model="lia-photo-x2", device="cpu").upscale(im))
-    clean = np.asarray(Upscaler(model="lia-u-x2", device="cpu").upscale(Image.open(src)))
-    assert np.array_equal(got, want) and not np.array_equal(got, clean)
+        want = np.asarray(Upscaler(model="lia-photo-x2", device="cpu").upscale(im)).astype(int)
+        clean = np.asarray(Upscaler(model="lia-u-x2", device="cpu").upscale(im)).astype(int)
+    # the child may run another thread count than this process: float sums differ in order
+    assert np.abs(got - want).max() <= 1
+    assert np.abs(got - clean).mean() > 20 * max(np.abs(got - want).mean(), 0.01)
 
 
 def test_eval_without_a_model_keeps_the_clean_default(tmp_path: Path) -> None:
