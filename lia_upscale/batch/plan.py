@@ -10,7 +10,7 @@ from pathlib import Path
 from .. import images
 from ..errors import LiaError
 
-__all__ = ["Job", "UsageError", "plan_jobs"]
+__all__ = ["Job", "UsageError", "is_image", "job_format", "plan_jobs"]
 
 _GLOB_CHARS = set("*?[")
 
@@ -21,15 +21,20 @@ class UsageError(LiaError):
 
 @dataclass(frozen=True)
 class Job:
-    """One input file and the output it becomes."""
+    """One input file and the output it becomes (a str for a URI such as ``s3://b/k``, see raybatch)."""
 
-    src: Path
-    dst: Path
+    src: Path | str
+    dst: Path | str
     fmt: str  # output format name, e.g. "PNG"
 
 
 def _is_image(path: Path) -> bool:
     return path.suffix.lower() in images.FORMAT_SUFFIXES and not path.name.startswith(".")
+
+
+def is_image(name: str | Path) -> bool:
+    """Whether a file (or an object key) named ``name`` is one the batch upscales."""
+    return _is_image(Path(name))
 
 
 def _walk(root: Path, exclude: Path, recursive: bool) -> Iterator[Path]:
@@ -59,6 +64,11 @@ def _out_format(src: Path, fmt: str) -> tuple[str, str]:
         return name, src.suffix
     name = images.format_for_suffix(Path(f"x.{fmt}"))
     return name, "." + fmt
+
+
+def job_format(src: str | Path, fmt: str) -> tuple[str, str]:
+    """(format name, output suffix) of the job for ``src`` under ``--format fmt``."""
+    return _out_format(Path(src), fmt)
 
 
 def plan_jobs(inputs: Sequence[str], output: str, *, fmt: str = "same", recursive: bool = True) -> list[Job]:
