@@ -158,7 +158,8 @@ def test_ray_batch_matches_local_worker_death_and_rerun(cluster, tmp_path, rando
     _image(src / "sub" / f"{CRASH_STEM}.png", 6, 5, 9)
     local = _run(str(src), str(tmp_path / "local"), "--weights", str(random_weights))
     assert local.exit_code == 1  # the broken file
-    on_ray = _run(str(src), str(tmp_path / "ray"), "--weights", str(random_weights), "--ray")
+    # one actor: every actor start (torch, weights) costs seconds, and the crash below costs two more
+    on_ray = _run(str(src), str(tmp_path / "ray"), "--weights", str(random_weights), "--ray", "--ray-workers", "1")
     assert on_ray.exit_code == 1
     assert "the Ray cluster has no GPU: CPU actors" in on_ray.stderr  # the GPU path fell back, no hang
     assert "plain paths on a multi-node cluster" in on_ray.stderr
@@ -209,8 +210,10 @@ def test_s3_input_and_output(cluster, s3_env, tmp_path, random_weights):
 
     local = _run(str(src), str(tmp_path / "local"), "--weights", str(random_weights))
     assert local.exit_code == 0
-    result = _run("s3://photos/shoot", "s3://upscaled/x2", "--weights", str(random_weights), "--ray")
+    result = _run("s3://photos/shoot", "s3://upscaled/x2", "--weights", str(random_weights), "--ray",
+                  "--ray-workers", "1")
     assert result.exit_code == 0, result.stderr
+    assert "plain paths" not in result.stderr  # URIs only
     rows = _rows(result.stdout)
     assert sorted((r["input"], r["output"], r["status"]) for r in rows) == [
         (f"s3://photos/shoot/{rel}", f"s3://upscaled/x2/{rel}", "done")
