@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from lia_upscale.api import Upscaler
-from lia_upscale.batch import plan_jobs, run_jobs
+from lia_upscale.batch import is_image, plan_jobs, run_jobs
 from lia_upscale import raybatch
 
 
@@ -85,7 +85,7 @@ def main() -> None:
             result = {"runs": {str(k): v for k, v in runs.items()},
                       "overhead_ms_per_file": round(1000 * per_file, 2), "fixed_s_per_run": round(fixed, 2)}
         else:
-            photos = sorted(Path(args.photos).glob("*.jpg"))[: args.limit]
+            photos = sorted(p for p in Path(args.photos).iterdir() if is_image(p))[: args.limit]  # .JPG too
             result = _both([str(p) for p in photos], out, upscaler_args, workers=args.workers, threads=args.workers)
             result["ray_over_local"] = round(result["local_s"] / result["ray_s"], 3)
     result.update(mode=args.mode, args=vars(args), cpu=platform.processor() or platform.machine(),

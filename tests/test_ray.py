@@ -146,6 +146,7 @@ def test_plan_without_uri_is_plan_jobs_and_usage_errors_come_before_the_cluster(
     missing = _run(str(src), str(tmp_path / "out"), "--weights", str(tmp_path / "none.safetensors"), "--ray")
     assert missing.exit_code == 2
     assert _run(str(tmp_path / "nothing"), str(tmp_path / "out"), "--ray").exit_code == 2
+    assert _run("-", str(tmp_path / "out.png"), "--ray").exit_code == 2  # streaming stays local
     assert not ray.is_initialized()
 
 

@@ -70,6 +70,8 @@ def upscale_cmd(paths, scale, weights, model_name, outscale, fmt, quality, overw
     upscaler_args = dict(model=model_name, weights=weights, scale=int(scale) if scale else None,
                          device=device, precision=precision, tile=tile)
     if "-" in inputs or output == "-":
+        if use_ray or ray_args["ray_address"]:
+            fail_usage("--ray runs a batch of files; streaming through - runs here, without it")
         _stream(inputs, output, fmt, quality, outscale, console, upscaler_args)
         return
     if use_ray or ray_args["ray_address"]:
