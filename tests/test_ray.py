@@ -7,7 +7,6 @@ every worker inherits it. S3 runs against moto in server mode on 127.0.0.1.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
