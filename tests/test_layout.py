@@ -20,7 +20,8 @@ ALLOWED = {
     "api": {"nn", "models", "engine", "images"},
     "batch": {"api", "engine", "images"},
     "tools": {"nn", "models", "engine", "images", "api", "batch"},
-    "cli": {"nn", "models", "engine", "images", "api", "batch", "tools", "__init__"},
+    "raybatch": {"api", "batch", "images"},  # the optional Ray engine: the only room that imports ray
+    "cli": {"nn", "models", "engine", "images", "api", "batch", "tools", "raybatch", "__init__"},
     "__main__": {"cli"},
     "__init__": {"api", "models"},
     "errors": set(),
@@ -112,6 +113,25 @@ def test_core_never_imports_cli_ray_or_tooling() -> None:
     core = {"nn", "models", "engine", "images", "api", "batch", "errors", "files"}
     wrong = [f"{m} -> {t}" for m, ts in _graph().items() if _room(m) in core for t in ts
              if _room(t) in ("cli", "tools") or "ray" in _room(t)]
+    assert not wrong, wrong
+
+
+def test_only_raybatch_imports_ray_and_only_lazily() -> None:
+    """ray (and pyarrow, which comes with its extra) is optional: imported by raybatch alone,
+    inside functions, so that the package imports and runs without it."""
+    wrong = []
+    for name, path in _modules().items():
+        tree = ast.parse(path.read_text())
+        top_level = {id(n) for n in tree.body}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                roots = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                roots = [(node.module or "").split(".")[0]]
+            else:
+                continue
+            if {"ray", "pyarrow"} & set(roots) and (_room(name) != "raybatch" or id(node) in top_level):
+                wrong.append(f"{name}: line {node.lineno}")
     assert not wrong, wrong
 
 

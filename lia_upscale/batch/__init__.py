@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from .plan import Job, UsageError, plan_jobs
+from .plan import Job, UsageError, is_image, job_format, plan_jobs
 from .stream import output_format, upscale_stream
-from .run import ENCODES_IN_FLIGHT, BatchEvents, Outcome, image_lanes, run_jobs
+from .run import ENCODES_IN_FLIGHT, BatchEvents, Outcome, failure_reason, image_lanes, run_jobs
 
-__all__ = ["Job", "Outcome", "BatchEvents", "ENCODES_IN_FLIGHT", "image_lanes", "plan_jobs", "run_jobs", "UsageError", "output_format", "upscale_stream"]
+__all__ = ["Job", "Outcome", "BatchEvents", "ENCODES_IN_FLIGHT", "image_lanes", "plan_jobs", "run_jobs", "UsageError", "output_format", "upscale_stream",
+           "failure_reason", "is_image", "job_format"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from .. import images
 from ..errors import LiaError, OutputError
 
-__all__ = ["Job", "UsageError", "plan_jobs"]
+__all__ = ["Job", "UsageError", "is_image", "job_format", "plan_jobs"]
 
 _GLOB_CHARS = set("*?[")
 
@@ -23,17 +23,23 @@ class UsageError(LiaError):
 
 @dataclass(frozen=True)
 class Job:
-    """One input file and the output it becomes; ``error``: why it fails before it starts
-    (an unreadable folder, an unsupported explicit input), reported as its outcome."""
+    """One input file and the output it becomes (a str for a URI such as ``s3://b/k``, see
+    raybatch); ``error``: why it fails before it starts (an unreadable folder, an unsupported
+    explicit input), reported as its outcome."""
 
-    src: Path
-    dst: Path
+    src: Path | str
+    dst: Path | str
     fmt: str  # output format name, e.g. "PNG"
     error: str | None = None
 
 
 def _is_image(path: Path) -> bool:
     return path.suffix.lower() in images.FORMAT_SUFFIXES and not path.name.startswith(".")
+
+
+def is_image(name: str | Path) -> bool:
+    """Whether a file (or an object key) named ``name`` is one the batch upscales."""
+    return _is_image(Path(name))
 
 
 def _walk(root: Path, exclude: Path, recursive: bool) -> Iterator[Path | OSError]:
@@ -90,6 +96,11 @@ def _out_format(src: Path, fmt: str) -> tuple[str, str]:
         return name, src.suffix
     name = images.format_for_suffix(Path(f"x.{fmt}"))
     return name, "." + fmt
+
+
+def job_format(src: str | Path, fmt: str) -> tuple[str, str]:
+    """(format name, output suffix) of the job for ``src`` under ``--format fmt``."""
+    return _out_format(Path(src), fmt)
 
 
 def plan_jobs(inputs: Sequence[str], output: str, *, fmt: str = "same", recursive: bool = True) -> list[Job]:

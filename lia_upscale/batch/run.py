@@ -23,7 +23,7 @@ from ..files import remove_stale_temporaries
 from .plan import Job
 from .signals import interrupt_after
 
-__all__ = ["Outcome", "BatchEvents", "ENCODES_IN_FLIGHT", "image_lanes", "run_jobs"]
+__all__ = ["Outcome", "BatchEvents", "ENCODES_IN_FLIGHT", "failure_reason", "image_lanes", "run_jobs"]
 
 #: Finished images that may wait for (or be in) their encoder at once; each holds its
 #: float32 output (12 bytes per output pixel), so this bounds the batch's extra memory.
@@ -64,6 +64,11 @@ def _reason(exc: Exception) -> str:
     a path in it may hold a newline; the display makes it one printable line)."""
     text = str(exc)
     return text if isinstance(exc, LiaError) else f"{type(exc).__name__}: {text}".rstrip(": ")
+
+
+def failure_reason(exc: Exception) -> str:
+    """The one-line reason a batch reports for a file that failed with ``exc``."""
+    return _reason(exc)
 
 
 @dataclass

@@ -38,6 +38,7 @@ from .app import (
     printable,
     say,
 )
+from .ray import ray_options, run_on_ray
 
 
 FORMATS = ["same", "png", "jpg", "webp", "tiff"]
@@ -68,8 +69,9 @@ class _MegapixelRate(ProgressColumn):
 @engine_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display or summary.")
+@ray_options
 def upscale_cmd(paths, scale, weights, model_name, outscale, fmt, quality, overwrite, no_recursive,
-                tile, precision, device, as_json, quiet) -> None:
+                tile, precision, device, as_json, quiet, use_ray, **ray_args) -> None:
     """Upscale INPUT... (files, folders, globs, or - for stdin) into OUTPUT (folder, file, or -)."""
     from ..batch import UsageError, plan_jobs
 
@@ -79,18 +81,29 @@ def upscale_cmd(paths, scale, weights, model_name, outscale, fmt, quality, overw
     console = make_console(quiet)
     if scale is None and outscale and not (weights or model_name):
         scale = "2" if outscale <= 2 else "4"  # the default model nearest above the factor
+    upscaler_args = dict(model=model_name, weights=weights, scale=int(scale) if scale else None,
+                         device=device, precision=precision, tile=tile)
     if "-" in inputs or output == "-":
-        _stream(inputs, output, fmt, quality, outscale, overwrite, console,
-                dict(model=model_name, weights=weights, scale=int(scale) if scale else None,
-                     device=device, precision=precision, tile=tile))
+        if use_ray or ray_args["ray_address"]:
+            fail_usage("--ray runs a batch of files; streaming through - runs here, without it")
+        _stream(inputs, output, fmt, quality, outscale, overwrite, console, upscaler_args)
         return
+    if use_ray or ray_args["ray_address"]:
+        sys.exit(run_on_ray(inputs, output, fmt, not no_recursive, upscaler_args, ray_args, console,
+                            lambda jobs, run: _run_batch(jobs, run, console, as_json, quiet),
+                            overwrite=overwrite, quality=quality, outscale=outscale))
     try:
         jobs = plan_jobs(inputs, output, fmt=fmt, recursive=not no_recursive)
     except UsageError as exc:
         fail_usage(str(exc))
-    upscaler = make_upscaler(console, model=model_name, weights=weights, scale=int(scale) if scale else None,
-                              device=device, precision=precision, tile=tile)
-    sys.exit(_run_batch(jobs, upscaler, console, overwrite, quality, outscale, as_json, quiet))
+    upscaler = make_upscaler(console, **upscaler_args)
+
+    def run(events) -> None:
+        from ..batch import run_jobs
+
+        run_jobs(jobs, upscaler, overwrite=overwrite, quality=quality, outscale=outscale, events=events)
+
+    sys.exit(_run_batch(jobs, run, console, as_json, quiet))
 
 
 def _stream(inputs, output, fmt, quality, outscale, overwrite, console, upscaler_args) -> None:
@@ -118,8 +131,9 @@ def _stream(inputs, output, fmt, quality, outscale, overwrite, console, upscaler
         fail(str(exc), 1)
 
 
-def _run_batch(jobs, upscaler, console: Console, overwrite, quality, outscale, as_json, quiet) -> int:
-    from ..batch import BatchEvents, run_jobs
+def _run_batch(jobs, run, console: Console, as_json, quiet) -> int:
+    """Show the progress of ``run(events)`` over ``jobs`` (a local or a Ray batch); the exit status."""
+    from ..batch import BatchEvents
 
     live = console.is_terminal and not quiet
     progress = Progress(
@@ -163,8 +177,7 @@ def _run_batch(jobs, upscaler, console: Console, overwrite, quality, outscale, a
     interrupted = 0  # or the exit status of the interrupt
     with progress:
         try:
-            run_jobs(jobs, upscaler, overwrite=overwrite, quality=quality, outscale=outscale,
-                     events=BatchEvents(on_start, on_tile, on_outcome))
+            run(BatchEvents(on_start, on_tile, on_outcome))
         except KeyboardInterrupt as exc:
             interrupted = interrupt_status(exc)
         progress.update(tiles, visible=False)
