@@ -45,6 +45,10 @@ from safetensors.torch import save_file
 
 from lia_upscale import load_model
 
+# each case runs the CLI in a child that imports torch: minutes for the file, so it sits
+# outside the `-m "not slow"` inner loop; CI runs it
+pytestmark = pytest.mark.slow
+
 TIMEOUT = 180  # generous: torch's import on a loaded 2-core machine is slow
 
 OFFICIAL_NAME = "PlainUSRU_Rep_x2.pth"  # a file name the registry knows (its sha256 will not match)
