@@ -22,6 +22,9 @@ from ..nn import VARIANTS, PlainUSR
 
 __all__ = ["TrainConfig", "TrainStatus", "train", "load_pairs", "benchmark_pairs"]
 
+#: the photo family at its published ranges (the recipe of lia-photo-x2/-x4)
+_PHOTO = PhotoDegradation()
+
 IMAGE_SUFFIXES = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
 
 
@@ -41,7 +44,7 @@ class TrainConfig:
     checkpoint_every: int = 250
     eval_every: int = 2000
     #: "bicubic" (MATLAB bicubic LR, the benchmark degradation) or "photo" (the camera-like
-    #: family of :mod:`lia_upscale.degradations`, drawn afresh for every patch)
+    #: family of :mod:`lia_upscale.tools.degradations`, drawn afresh for every patch)
     degradation: str = "bicubic"
     #: a weight file or model name to start from (fine-tuning); "" starts as nearest-neighbour
     init: str = ""
@@ -115,7 +118,7 @@ def init_identity(model: PlainUSR) -> None:
 def _sample_batch(pairs, areas, cfg: TrainConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     s, p = cfg.scale, cfg.patch
     picks = torch.multinomial(areas, cfg.batch, replacement=True, generator=gen).tolist()
-    photo = PhotoDegradation() if cfg.degradation == "photo" else None
+    photo = _PHOTO if cfg.degradation == "photo" else None
     lrs, hrs = [], []
     for i in picks:
         hr, lr = pairs[i]
