@@ -1,12 +1,16 @@
 """Background trainer behind the shipped photo models (the same `train()` call as
 `lia-upscale train --degradation photo --init ...`), logging every 100 iterations.
 
-    python scripts/train_photo.py SCALE ITERATIONS PATCH
+    python scripts/train_photo.py SCALE ITERATIONS PATCH [INIT] [LR]
 
-Fine-tunes the official PlainUSR-S checkpoint of that scale (MIT, ../shared/weights/plainusr)
-on BSD200 + T91 with the photo degradation family, scoring the degraded Set14 validation set
-of scripts/photo_valset.py every 500 iterations. Resumes from runs/photo_x{SCALE}.ckpt.
+Fine-tunes INIT (default: the official PlainUSR-S checkpoint of that scale, MIT,
+../shared/weights/plainusr) on BSD200 + T91 with the photo degradation family, learning
+rate LR (default 2e-4) with cosine decay to 1e-6. Every 500 iterations it scores the
+degraded Set14 validation set of scripts/photo_valset.py and keeps a copy of the
+checkpoint as runs/photo_x{SCALE}_{ITERATION}.ckpt, so the best one by validation can be
+exported (scripts/export_photo.py). Resumes from runs/photo_x{SCALE}.ckpt.
 """
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,12 +21,14 @@ from lia_upscale.tools.train import TrainConfig, train
 
 torch.set_num_threads(1)
 scale, iters, patch = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+init = sys.argv[4] if len(sys.argv) > 4 else f"../shared/weights/plainusr/PlainUSRS_Rep_x{scale}.pth"
+lr = float(sys.argv[5]) if len(sys.argv) > 5 else 2e-4
 shared = Path(__file__).resolve().parents[1].parent / "shared"
-cfg = TrainConfig(variant="S", scale=scale, iterations=iters, patch=patch, lr=2e-4, min_lr=1e-6, ema=0.999,
-                  warmup=100, eval_every=500, checkpoint_every=100, degradation="photo",
-                  init=f"../shared/weights/plainusr/PlainUSRS_Rep_x{scale}.pth")
+cfg = TrainConfig(variant="S", scale=scale, iterations=iters, patch=patch, lr=lr, min_lr=1e-6, ema=0.999,
+                  warmup=100, eval_every=500, checkpoint_every=100, degradation="photo", init=init)
 t0 = time.time()
 Path("runs").mkdir(exist_ok=True)
+ckpt = Path(f"runs/photo_x{scale}.ckpt")
 log = open(f"runs/photo_x{scale}.log", "a")
 
 
@@ -30,9 +36,11 @@ def on(st):
     if st.iteration % 100 == 0 or st.psnr is not None:
         print(f"{st.iteration} {time.time() - t0:.0f}s loss={st.loss:.4f} lr={st.lr:.2e} psnr={st.psnr}",
               file=log, flush=True)
+    if st.psnr is not None:
+        shutil.copyfile(ckpt, f"runs/photo_x{scale}_{st.iteration}.ckpt")
 
 
-m = train([shared / "datasets/train/bsd200", shared / "datasets/train/t91"], Path(f"runs/photo_x{scale}.ckpt"),
+m = train([shared / "datasets/train/bsd200", shared / "datasets/train/t91"], ckpt,
           cfg, eval_dir=Path(f"runs/photo_val/x{scale}/set14"), on_status=on)
 torch.save(m.state_dict(), f"runs/photo_x{scale}_final.pt")
 print("done", time.time() - t0, file=log, flush=True)

@@ -11,8 +11,9 @@ or plateau kernel), resize (area, bilinear or bicubic; up or down), noise (Gauss
 Poisson, colour or gray), JPEG. A second pass of the same kinds follows with a probability,
 working near the low-resolution grid (half the time exactly on it, as the noise and JPEG
 blocks of a photo file are), then a final resize to the exact low-resolution size.
-Some recipes are plain bicubic downscaling or only lightly degraded, so that good photos
-are not smeared.
+Half of the degraded recipes are instead one pass that is a camera file: lens blur, the
+LR grid, sensor noise and JPEG on that grid. Some recipes are plain bicubic downscaling or
+only lightly degraded, so that good photos are not smeared.
 """
 
 from __future__ import annotations
@@ -118,6 +119,13 @@ class PhotoDegradation:
     """
 
     clean_prob: float = 0.1  # plain bicubic downscaling, nothing else
+    # one pass that is a camera file: lens blur on the HR, resized to the LR grid, sensor
+    # noise and JPEG on that grid; the rest of the draws take the two-pass web chain below
+    camera_prob: float = 0.5
+    camera_blur_sigma: tuple[float, float] = (0.2, 2.0)
+    camera_gaussian_sigma: tuple[float, float] = (1.0, 12.0)
+    camera_poisson_level: tuple[float, float] = (0.05, 1.5)
+    camera_jpeg_quality: tuple[int, int] = (50, 95)
     blur_prob: float = 0.8
     kernel_sizes: tuple[int, ...] = (7, 9, 11, 13, 15, 17, 19, 21)
     blur_sigma: tuple[float, float] = (0.2, 2.4)
@@ -172,10 +180,24 @@ class PhotoDegradation:
             return Noise("gaussian", float(rng.uniform(*sigma)), gray)
         return Noise("poisson", float(rng.uniform(*poisson)), gray)
 
+    def _camera(self, rng: np.random.Generator) -> Recipe:
+        ops: list[Blur | Resize | Noise | Jpeg] = []
+        if rng.uniform() < self.blur_prob:
+            ops.append(self._blur(rng, self.camera_blur_sigma))
+        ops.append(Resize(str(rng.choice(RESIZE_MODES)), 1.0, "lr"))
+        if rng.uniform() < self.noise_prob:
+            ops.append(self._noise(rng, self.camera_gaussian_sigma, self.camera_poisson_level))
+        if rng.uniform() < self.jpeg_prob:
+            q = self.camera_jpeg_quality
+            ops.append(Jpeg(int(rng.integers(q[0], q[1] + 1))))
+        return tuple(ops)
+
     def sample(self, rng: np.random.Generator) -> Recipe:
         """Draw one recipe from the ranges."""
         if rng.uniform() < self.clean_prob:
             return ()
+        if rng.uniform() < self.camera_prob:
+            return self._camera(rng)
         ops: list[Blur | Resize | Noise | Jpeg] = []
         if rng.uniform() < self.blur_prob:
             ops.append(self._blur(rng, self.blur_sigma))
