@@ -15,10 +15,11 @@ from PIL import Image
 
 from . import images, models
 from .engine import Engine
+from .engine.budget import default_budget
 from .engine.device import choose_device, choose_dtype
 from .errors import LiaError
 
-__all__ = ["Upscaler", "NetworkOutput", "resolve_model_source", "output_size"]
+__all__ = ["Upscaler", "NetworkOutput", "resolve_model_source", "output_size", "kept_bytes"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,38 @@ def _finite(output: torch.Tensor) -> torch.Tensor:
     return output
 
 
+def kept_bytes(layout: images.Layout, streamed: bool) -> float:
+    """Bytes per output pixel an image holds until it is written: nothing beyond the
+    bands for a streamed format; else its integer samples plus Pillow's copy of them
+    (4 bytes a pixel for RGB(A) and LA, 1 for L)."""
+    if streamed:
+        return 0.0
+    pillow = 1 if layout.channels == 1 else 4
+    return float(layout.bytes_per_pixel() + pillow)
+
+
+def _gb(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+class _Finite:
+    """Passes finished blocks on, refusing non-finite network output (NaN, infinity)."""
+
+    def __init__(self, sink) -> None:
+        self.sink = sink
+
+    def put(self, top: int, left: int, block: np.ndarray) -> None:
+        if not np.isfinite(block).all():
+            raise LiaError("the network's output is not finite (NaN or infinity): the weights overflow on this image")
+        self.sink.put(top, left, block)
+
+    def done(self, rows: int) -> None:
+        self.sink.done(rows)
+
+    def restart(self) -> None:
+        self.sink.restart()
+
+
 class Upscaler:
     """Upscale images with a PlainUSR/LIA model.
 
@@ -73,8 +106,11 @@ class Upscaler:
     enlarges; ``"clean"`` is for bicubic-downscaled (synthetic, benchmark) input.
     ``device``: auto|cpu|cuda|cuda:N; ``precision``: auto|fp32|fp16|bf16 (auto: float16
     on CUDA, float32 on the CPU); ``tile``: tile edge in input pixels (None: the
-    measured default, 0: whole image). ``on_warning`` receives one-line notices (e.g. a
-    float32 fallback) instead of anything being printed.
+    measured default, 0: whole image). ``max_memory``: bytes an image may hold while
+    :meth:`render` (the CLI, :meth:`upscale_file`) upscales and writes it (default:
+    :func:`~lia_upscale.engine.budget.default_budget`); tiles shrink to fit it and an
+    image that cannot fit fails before the network runs. ``on_warning`` receives
+    one-line notices (e.g. a float32 fallback) instead of anything being printed.
     """
 
     def __init__(
@@ -87,9 +123,12 @@ class Upscaler:
         precision: str = "auto",
         tile: int | None = None,
         purpose: str = "photo",
+        max_memory: int | None = None,
         on_warning: Callable[[str], None] | None = None,
     ) -> None:
         self.model = models.load_model(resolve_model_source(weights, model, scale, purpose))
+        #: bytes one image may hold while it is upscaled and written (see :meth:`render`)
+        self.max_memory = default_budget() if max_memory is None else int(max_memory)
         if scale is not None and scale != self.model.scale:
             raise LiaError(f"{self.model.source} is a x{self.model.scale} model, but x{scale} was asked for")
         dev = choose_device(device)
@@ -166,19 +205,106 @@ class Upscaler:
     def upscale(self, image: Image.Image, outscale: float | None = None) -> Image.Image:
         """Upscale a PIL image; the result has the matching mode (gray stays gray, alpha kept).
 
-        The image goes through the same decoder as files (via an uncompressed in-memory
-        PNG), so modes, transparency and ICC are handled exactly as for files.
+        Pixels, modes, transparency and ICC are handled as for a PNG file (the CLI's
+        output read back by Pillow), without encoding anything: the pixels go straight
+        to arrays and the result is quantised band by band as tiles finish. Modes only
+        a file can carry (32-bit "I", "F") take a PNG round trip.
         """
-        buf = io.BytesIO()
         image = image.convert("RGB") if image.mode == "CMYK" else image
-        image.save(buf, format="PNG", compress_level=0)
-        result = self.upscale_picture(images.decode(buf.getvalue()), outscale)
-        out = io.BytesIO()
-        images.encode(result, out, "PNG", dpi_scale=result.height / image.height)
-        out.seek(0)
-        with Image.open(out) as im:
-            im.load()
-            return im
+        picture = images.from_pil(image)
+        if picture is None:
+            buf = io.BytesIO()
+            image.save(buf, format="PNG", compress_level=0)
+            picture = images.decode(buf.getvalue())
+        if outscale:
+            result = self.upscale_picture(picture, outscale)
+            layout = images.pil_layout(result)
+            samples = images.SampleStore(result.height, result.width, layout)
+            samples.put(0, 0, result.rgb)
+            if layout.alpha:
+                images.AlphaPlane(samples.samples[..., -1], layout.bits).put(0, 0, np.repeat(result.alpha[..., None], 3, 2))
+        else:
+            layout = images.pil_layout(picture)
+            samples = self._into_samples(picture, layout, None, self.engine.tile)
+        return images.to_pil(samples.samples, layout, picture, dpi_scale=samples.samples.shape[0] / picture.height)
+
+    def _alpha_into(self, picture: images.Picture, plane: np.ndarray, bits: int,
+                    on_tile: Callable[[int, int], None] | None, tile: int) -> None:
+        a = picture.alpha
+        assert a is not None
+        if float(a.min()) == float(a.max()):  # uniform: nothing to compute
+            plane[...] = images.quantize_value(float(a.min()), bits)
+            return
+        self.engine.run_into(np.repeat(a[:, :, None], 3, axis=2), _Finite(images.AlphaPlane(plane, bits)),
+                             on_tile, tile=tile)
+
+    def _into_samples(self, picture: images.Picture, layout: images.Layout,
+                      on_tile: Callable[[int, int], None] | None, tile: int) -> images.SampleStore:
+        s = self.scale
+        store = images.SampleStore(picture.height * s, picture.width * s, layout)
+        if layout.alpha:
+            self._alpha_into(picture, store.samples[..., -1], layout.bits, on_tile, tile)
+        self.engine.run_into(picture.rgb, _Finite(store), on_tile, tile=tile)
+        return store
+
+    def render(
+        self,
+        picture: images.Picture,
+        dst: str | Path,
+        fmt: str | None = None,
+        quality: int | None = None,
+        on_tile: Callable[[int, int], None] | None = None,
+    ) -> Callable[[], None]:
+        """Upscale a decoded picture into the file ``dst`` in bounded memory; returns ``finish()``.
+
+        Before the network runs, the output size is checked against the format's limits
+        and the memory an image needs (:meth:`~lia_upscale.engine.Engine.working_bytes`)
+        against :attr:`max_memory`: tiles shrink until it fits, and an image that cannot
+        fit raises LiaError naming the numbers. PNG and TIFF are written band by band
+        while the network runs (their memory does not grow with the image's height) and
+        ``finish`` does nothing; JPEG, WEBP and BMP keep only the integer samples, and
+        ``finish`` encodes and writes them (a batch calls it in another thread). Alpha is
+        upscaled first, only for formats that keep it. Nothing is left at ``dst`` on failure.
+        """
+        dst = Path(dst)
+        fmt = images.format_name(fmt or images.format_for_suffix(dst))
+        s = self.scale
+        size = (picture.height * s, picture.width * s)
+        images.check_output(fmt, size[1], size[0], quality=quality, dpi_scale=s)
+        layout = images.output_layout(picture, fmt)
+        streamed = fmt in images.STREAMED_FORMATS
+        tile = self.plan_tile(picture, layout, streamed)
+        if streamed:
+            alpha = None
+            if layout.alpha:
+                alpha = np.empty(size, dtype=layout.dtype)
+                self._alpha_into(picture, alpha, layout.bits, on_tile, tile)
+            images.write_streamed(
+                dst, fmt, layout, picture, size,
+                lambda sink: self.engine.run_into(picture.rgb, _Finite(sink), on_tile, tile=tile),
+                dpi_scale=s, alpha=alpha,
+            )
+            return lambda: None
+        store = self._into_samples(picture, layout, on_tile, tile)
+        return lambda: images.save_samples(store.samples, layout, picture, dst, fmt, quality, dpi_scale=s)
+
+    def plan_tile(self, picture: images.Picture, layout: images.Layout, streamed: bool) -> int:
+        """The tile edge for writing ``picture`` with ``layout`` within :attr:`max_memory`.
+
+        Raises LiaError, naming the numbers, when even the smallest tile does not fit.
+        """
+        size = (picture.height, picture.width)
+        kept = kept_bytes(layout, streamed)
+        tile = self.engine.tile_for(size, kept, self.max_memory)
+        if tile is None:
+            need = self.engine.working_bytes(size, kept, tile=self.engine.contract.min_tile)
+            h, w = size
+            raise LiaError(
+                f"{w}x{h} at x{self.scale} ({w * self.scale}x{h * self.scale}) needs about "
+                f"{_gb(need)} even with the smallest tiles, over the memory budget of "
+                f"{_gb(self.max_memory)} (--max-memory)"
+            )
+        return tile
 
     def upscale_file(
         self,
@@ -193,7 +319,10 @@ class Upscaler:
         """Decode ``src``, upscale, and write ``dst`` atomically (format from ``fmt`` or ``dst``'s suffix)."""
         dst = Path(dst)
         picture = images.decode(Path(src))
-        result = self.upscale_picture(picture, outscale, on_tile)
-        images.save(result, dst, fmt, quality, dpi_scale=result.height / picture.height)
+        if outscale:
+            result = self.upscale_picture(picture, outscale, on_tile)
+            images.save(result, dst, fmt, quality, dpi_scale=result.height / picture.height)
+        else:
+            self.render(picture, dst, fmt, quality, on_tile)()
         return dst
 

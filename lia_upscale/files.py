@@ -82,7 +82,7 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
     mode = _mode_for(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path.name), suffix=_SUFFIX)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "w+b") as f:  # readable too: a TIFF writer patches what it wrote
             if hasattr(os, "fchmod"):
                 os.fchmod(f.fileno(), mode)  # mkstemp's 0600 would stick
             yield f

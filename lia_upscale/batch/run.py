@@ -101,6 +101,26 @@ def _finish_and_save(
     images.save(result, job.dst, job.fmt, quality, dpi_scale=result.height / picture.height)
 
 
+def _upscale_part(
+    upscaler: Upscaler,
+    picture: images.Picture,
+    job: Job,
+    quality: int | None,
+    outscale: float | None,
+    on_tile: Callable[[int, int], None] | None,
+) -> Callable[[], None]:
+    """The network's part of one image; returns the part left for the encoder thread.
+
+    Without ``outscale`` the image goes through :meth:`Upscaler.render` (bounded memory;
+    PNG and TIFF written band by band here, JPEG/WEBP/BMP encoded by the returned call);
+    with it, the float output is kept for resampling and finished by the returned call.
+    """
+    if outscale is None:
+        return upscaler.render(picture, job.dst, job.fmt, quality, on_tile)
+    output = upscaler.run_network(picture, on_tile)
+    return lambda: _finish_and_save(upscaler, picture, output, job, quality, outscale)
+
+
 class _Stopped(Exception):
     """Raised inside a lane when the batch is interrupted: the image is left unwritten."""
 
@@ -207,7 +227,7 @@ def run_jobs(
                     reads[i] = None  # type: ignore[call-overload]
                     h, w = picture.rgb.shape[:2]
                     ev.on_start(job, h * w)
-                    output = upscaler.run_network(picture, ev.on_tile)
+                    finish = _upscale_part(upscaler, picture, job, quality, outscale, ev.on_tile)
                 except Exception as exc:  # one file's failure never stops the batch
                     finish_writes(None)
                     report(Outcome(job, "failed", time.perf_counter() - started, _reason(exc)))
@@ -217,9 +237,8 @@ def run_jobs(
                 # listed before it is submitted, so an interrupt cannot lose a write
                 pending = _Pending(job, started, Future())
                 writing.append(pending)
-                encoder.submit(_run_into, pending.future, _finish_and_save,
-                               upscaler, picture, output, job, quality, outscale)
-                del picture, output
+                encoder.submit(_run_into, pending.future, finish)
+                del picture, finish
             finish_writes(0)
         except BaseException:
             for r in reads:
@@ -269,10 +288,10 @@ def _run_lanes(
             picture = images.decode(job.src)
             h, w = picture.rgb.shape[:2]
             ev.on_start(job, h * w)
-            output = upscaler.run_network(picture, tile_counter(index))
+            finish = _upscale_part(upscaler, picture, job, quality, outscale, tile_counter(index))
             with lock:
                 in_flight.pop(index, None)
-            _finish_and_save(upscaler, picture, output, job, quality, outscale)
+            finish()
         except _Stopped:
             return None
         except Exception as exc:  # one file's failure never stops the batch

@@ -48,6 +48,9 @@ def upscale_stream(
     a file it is the file's suffix. Raises LiaError subclasses (ImageError, OutputError).
     """
     picture = images.decode(source)
+    if isinstance(dest, Path) and not outscale:
+        upscaler.render(picture, dest, output_format(fmt, dest), quality)()
+        return
     result = upscaler.upscale_picture(picture, outscale)
     dpi_scale = result.height / picture.height
     if isinstance(dest, Path):

@@ -109,6 +109,35 @@ def engine_options(f):
     return f
 
 
+class ByteSize(click.ParamType):
+    """A size in bytes: a number with an optional K, M, G or T suffix (powers of 1024)."""
+
+    name = "size"
+    _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+        unit = text[-1:] if text[-1:] in self._UNITS else ""
+        try:
+            number = float(text[: len(text) - len(unit)])
+        except ValueError:
+            self.fail(f"{value!r} is not a size (e.g. 4G, 512M)", param, ctx)
+        if not (number > 0 and number * self._UNITS[unit] < 2**62):
+            self.fail(f"{value!r} is not a positive size", param, ctx)
+        return int(number * self._UNITS[unit])
+
+
+def memory_options(f):
+    f = click.option("--max-memory", type=ByteSize(), default=None,
+                     help="Memory one image may use, e.g. 4G (default: 3/4 of the memory available); "
+                          "tiles shrink to fit, and an image that cannot fit fails before it runs.")(f)
+    f = click.option("--max-pixels", type=click.IntRange(min=1), default=None,
+                     help="Largest input in pixels (default 89,478,485: decompression-bomb protection).")(f)
+    return f
+
+
 def make_upscaler(console: Console, **kwargs):
     from ..api import Upscaler
 

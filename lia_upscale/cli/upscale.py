@@ -33,6 +33,7 @@ from .app import (
     interrupt_status,
     main,
     make_console,
+    memory_options,
     make_upscaler,
     model_options,
     printable,
@@ -67,11 +68,12 @@ class _MegapixelRate(ProgressColumn):
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them).")
 @click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
 @engine_options
+@memory_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display or summary.")
 @ray_options
 def upscale_cmd(paths, scale, weights, model_name, outscale, fmt, quality, overwrite, no_recursive,
-                tile, precision, device, as_json, quiet, use_ray, **ray_args) -> None:
+                tile, precision, device, max_memory, max_pixels, as_json, quiet, use_ray, **ray_args) -> None:
     """Upscale INPUT... (files, folders, globs, or - for stdin) into OUTPUT (folder, file, or -)."""
     from ..batch import UsageError, plan_jobs
 
@@ -82,7 +84,11 @@ def upscale_cmd(paths, scale, weights, model_name, outscale, fmt, quality, overw
     if scale is None and outscale and not (weights or model_name):
         scale = "2" if outscale <= 2 else "4"  # the default model nearest above the factor
     upscaler_args = dict(model=model_name, weights=weights, scale=int(scale) if scale else None,
-                         device=device, precision=precision, tile=tile)
+                         device=device, precision=precision, tile=tile, max_memory=max_memory)
+    if max_pixels is not None:
+        from .. import images
+
+        images.set_max_pixels(max_pixels)
     if "-" in inputs or output == "-":
         if use_ray or ray_args["ray_address"]:
             fail_usage("--ray runs a batch of files; streaming through - runs here, without it")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from ..models.descriptor import ModelDescriptor, describe
 from ..nn import Placement, PlainUSR
 from ..nn.inference import infer
 
-__all__ = ["Engine", "DEFAULT_TILE", "DEFAULT_CPU_TILE", "LARGE_IMAGE_PIXELS", "REUSE_BUDGET_BYTES", "default_tile"]
+__all__ = ["Engine", "ArraySink", "DEFAULT_TILE", "DEFAULT_CPU_TILE", "LARGE_IMAGE_PIXELS", "REUSE_BUDGET_BYTES", "default_tile"]
 
 #: Default tile edge in input pixels on CUDA, chosen by measurement (see README, "Tiling").
 DEFAULT_TILE = 512
@@ -116,25 +117,50 @@ class Engine:
             y = infer(self._float32(), x.float(), placements)
         return y.float()
 
-    def working_bytes(self, size: tuple[int, int]) -> int:
-        """Estimated memory an (H, W) image holds while it runs on the CPU, in bytes.
+    def working_bytes(self, size: tuple[int, int], kept: float = 12.0, *, tile: int | None = None) -> int:
+        """Estimated memory an (H, W) image holds while it runs, in bytes.
 
-        Its float32 output (12 bytes per output pixel) plus six full-width feature maps of
-        one network call (a batch of tiles, or the whole image): the live ones and those
-        the heap holds on to when freed memory is kept for reuse.
+        ``kept``: bytes per output pixel the caller keeps for the whole image (12: the
+        float32 result of :meth:`run`; 3 or 4: 8-bit samples for JPEG/WEBP; 0 for a file
+        written band by band). Counted beside it: the decoded float32 input and its alpha
+        (16 bytes per input pixel), six feature maps of one network call (the live ones
+        and those the heap holds on to when freed memory is kept for reuse), the call's
+        float32 output, the float32 area of the tile being merged with its weights, the
+        overlap bands, and for a streamed file three grid rows of samples (being put,
+        assembled and compressed). ``tile``: the tile edge to assume (default: the engine's).
         """
-        pixels = size[0] * size[1]
+        h, w = size
+        pixels = h * w
+        s, ctx, band = self.scale, self.contract.context, self.contract.band
+        tile = self.tile if tile is None else tile
+        edge = max(h, w) if tile <= 0 else min(tile, max(h, w))
         batch = pixels  # input pixels per network call: the whole image, or a batch of tiles
-        if self.tile > 0:
-            batch = min(pixels, max(self.max_batch_pixels, (self.tile + 2 * self.contract.context) ** 2))
+        if tile > 0:
+            batch = min(pixels, max(self.max_batch_pixels, (tile + 2 * ctx) ** 2))
         map_bytes = self.descriptor.feature_channels * batch * self.dtype.itemsize
-        return 12 * pixels * self.scale**2 + _REUSE_MAPS * map_bytes
+        merge = 2 * 12 * ((min(edge, h) + 2 * band) * s) * ((min(edge, w) + 2 * band) * s)
+        bands = 2 * 12 * (2 * band * s) * (w * s)
+        rows = 0 if kept else 3 * 4 * (min(edge, h) * s) * (w * s)
+        return int(16 * pixels + _REUSE_MAPS * map_bytes + 12 * batch * s * s + merge + bands + rows
+                   + kept * pixels * s * s)
+
+    def tile_for(self, size: tuple[int, int], kept: float, budget: int) -> int | None:
+        """The largest tile edge, at most the engine's, whose :meth:`working_bytes` fit ``budget``;
+        None when even the smallest tile does not."""
+        tile = self.tile if self.tile > 0 else max(size)
+        while True:
+            if self.working_bytes(size, kept, tile=tile) <= budget:
+                return tile
+            if tile // 2 < self.contract.min_tile:
+                return None
+            tile = max(self.contract.min_tile, tile * 3 // 4 // self.contract.alignment * self.contract.alignment)
 
     def _reuse_memory(self, size: tuple[int, int]) -> bool:
         """Whether this image runs with freed memory kept for reuse (see :data:`LARGE_IMAGE_PIXELS`)."""
         if self.device.type != "cpu":
             return False
-        return size[0] * size[1] <= LARGE_IMAGE_PIXELS or self.working_bytes(size) <= REUSE_BUDGET_BYTES
+        # what churns through the heap: the network and the merge, not what the caller keeps
+        return size[0] * size[1] <= LARGE_IMAGE_PIXELS or self.working_bytes(size, 0) <= REUSE_BUDGET_BYTES
 
     def concurrent_images(self, sizes: Iterable[tuple[int, int]]) -> int:
         """How many images of these (H, W) sizes should run at once on this engine: 2 or 1.
@@ -153,7 +179,8 @@ class Engine:
         sizes = list(sizes)
         if len(sizes) < 2:
             return 1
-        return 2 if 2 * max(self.working_bytes(size) for size in sizes) <= REUSE_BUDGET_BYTES else 1
+        # kept samples (a JPEG's) are left out: they are small beside the network's
+        return 2 if 2 * max(self.working_bytes(size, 0) for size in sizes) <= REUSE_BUDGET_BYTES else 1
 
     def run(
         self, rgb: np.ndarray | torch.Tensor, on_tile: Callable[[int, int], None] | None = None
@@ -173,3 +200,53 @@ class Engine:
             shrunk = result.tile if self.tile <= 0 else min(self.tile, result.tile)
             self.tile, self.max_batch_pixels = shrunk, result.max_batch_pixels
         return result.image
+
+    def run_into(
+        self, rgb: np.ndarray, sink: ArraySink, on_tile: Callable[[int, int], None] | None = None,
+        *, tile: int | None = None,
+    ) -> None:
+        """Upscale an (H, W, 3) float array in [0, 1], handing finished pixels to ``sink``.
+
+        ``sink.put(top, left, block)`` gets (h, w, 3) float32 numpy pixels (not clamped) as
+        soon as no later tile reaches them, ``sink.done(rows)`` after each grid row,
+        ``sink.restart()`` before an out-of-memory retry (see
+        :func:`~lia_upscale.engine.tiling.upscale_into`). The sinks of
+        :mod:`lia_upscale.images.rows` quantise or stream them. ``tile``: this image's tile
+        edge (default: the engine's), e.g. from :meth:`tile_for`.
+        """
+        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+        tile = self.tile if tile is None else tile
+        with reuse_freed_memory() if self._reuse_memory(image.shape[-2:]) else contextlib.nullcontext():
+            result = tiling.upscale_into(
+                image, self._forward, self.contract, tile, _HostSink(sink),
+                max_batch_pixels=self.max_batch_pixels, on_tile=on_tile,
+            )
+        if result.retries:
+            shrunk = result.tile if self.tile <= 0 else min(self.tile, result.tile)
+            self.tile, self.max_batch_pixels = shrunk, result.max_batch_pixels
+
+
+class ArraySink(Protocol):
+    """Where :meth:`Engine.run_into` hands finished pixels: (h, w, 3) float32 numpy blocks."""
+
+    def put(self, top: int, left: int, block: np.ndarray) -> None: ...
+
+    def done(self, rows: int) -> None: ...
+
+    def restart(self) -> None: ...
+
+
+class _HostSink:
+    """Brings finished tensor blocks to the host as (h, w, C) numpy views."""
+
+    def __init__(self, sink: ArraySink) -> None:
+        self.sink = sink
+
+    def put(self, top: int, left: int, block: torch.Tensor) -> None:
+        self.sink.put(top, left, block.cpu().permute(1, 2, 0).numpy())
+
+    def done(self, rows: int) -> None:
+        self.sink.done(rows)
+
+    def restart(self) -> None:
+        self.sink.restart()

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DeviceError
+from .assembly import Assembler, AxisBlend, FullImage, Sink
 
 __all__ = [
     "DEFAULT_CONTEXT",
@@ -61,8 +62,10 @@ __all__ = [
     "TileContract",
     "TileFn",
     "TileResult",
+    "TileRun",
     "plan_tiles",
     "upscale",
+    "upscale_into",
 ]
 
 #: Context (input pixels on each side of a core) that keeps every official PlainUSR
@@ -180,6 +183,16 @@ class TileResult:
     retries: int
 
 
+@dataclass(frozen=True)
+class TileRun:
+    """What :func:`upscale_into` returns: the ``tile`` and ``max_batch_pixels`` finally
+    used (smaller than asked only after an out-of-memory retry) and the ``retries``."""
+
+    tile: int
+    max_batch_pixels: int
+    retries: int
+
+
 class _OutOfMemory(Exception):
     def __init__(self, batch_pixels: int, tiles: int) -> None:
         super().__init__(batch_pixels, tiles)
@@ -263,80 +276,24 @@ def plan_tiles(height: int, width: int, tile: int, contract: TileContract) -> li
     ]
 
 
-class _AxisBlend:
-    """Per-axis weights of the tiles of one grid axis, in output pixels.
-
-    Boundary k (between cores k-1 and k, at output position P) gets a ramp R_k rising
-    smoothly from 0 to 1 across [P - B, P + B); core i's weight is R_i - R_{i+1} (with
-    R_0 = 1, R_n = 0), nonzero on its ``span``. B is the band, capped to half of each
-    neighbouring core so a pixel blends at most two tiles per axis.
-    """
-
-    def __init__(self, cores: Sequence[tuple[int, int]], scale: int, band: int) -> None:
-        size = cores[-1][1] * scale
-        pos = torch.arange(size, dtype=torch.float64) + 0.5
-        ramps = [torch.ones(size, dtype=torch.float64)]
-        spans_lo, spans_hi = [0], []
-        for (a0, a1), (b0, b1) in zip(cores, cores[1:]):
-            b = min(band, (a1 - a0) // 2, (b1 - b0) // 2) * scale
-            p = a1 * scale
-            if b == 0:
-                ramps.append((pos > p).double())
-            else:
-                u = ((pos - (p - b)) / (2 * b)).clamp(0.0, 1.0)
-                ramps.append(u * u * (3 - 2 * u))
-            spans_hi.append(p + b)
-            spans_lo.append(p - b)
-        ramps.append(torch.zeros(size, dtype=torch.float64))
-        spans_hi.append(size)
-        self.spans = list(zip(spans_lo, spans_hi))
-        self.weights = [(ramps[i] - ramps[i + 1]).float() for i in range(len(cores))]
-        self.neighbours = [
-            [j for j, (lo, hi) in enumerate(self.spans) if lo < b_hi and b_lo < hi]
-            for b_lo, b_hi in self.spans
-        ]
-
-
-def _paste(
-    out: torch.Tensor,
-    y: torch.Tensor,
-    tile: Tile,
-    scale: int,
-    ys: _AxisBlend,
-    xs: _AxisBlend,
-    order: dict[tuple[int, int], int],
-) -> None:
-    """Blend one tile's output ``y`` (C, h*s, w*s) into ``out`` in place."""
-    (y0, y1), (x0, x1) = ys.spans[tile.row], xs.spans[tile.col]
-    me = order[tile.row, tile.col]
-    w = torch.outer(ys.weights[tile.row][y0:y1], xs.weights[tile.col][x0:x1])
-    total = w.clone()
-    for r in ys.neighbours[tile.row]:
-        for c in xs.neighbours[tile.col]:
-            if (r, c) != (tile.row, tile.col) and order[r, c] < me:
-                total.addr_(ys.weights[r][y0:y1], xs.weights[c][x0:x1])
-    # w / total is exactly 1 where no earlier tile reaches, so those pixels are copied
-    alpha = w.div_(total).nan_to_num_(0.0)
-    del total
-    sy, sx = tile.source.top * scale, tile.source.left * scale
-    part = y[:, y0 - sy : y1 - sy, x0 - sx : x1 - sx].float().cpu()
-    out[:, y0:y1, x0:x1].lerp_(part, alpha)
-
-
-def _batches(tiles: Sequence[Tile], max_batch_pixels: int) -> list[list[Tile]]:
-    groups: dict[tuple[int, int], list[Tile]] = {}
+def _row_batches(tiles: Sequence[Tile], max_batch_pixels: int) -> list[list[Tile]]:
+    """One grid row's tiles in batches: runs of neighbours with one source shape, each
+    within ``max_batch_pixels`` (at least one tile), left to right."""
+    batches: list[list[Tile]] = []
     for t in tiles:
-        groups.setdefault((t.source.height, t.source.width), []).append(t)
-    batches = []
-    for (h, w), group in groups.items():
-        k = max(1, max_batch_pixels // (h * w))
-        batches += [group[i : i + k] for i in range(0, len(group), k)]
+        shape = (t.source.height, t.source.width)
+        last = batches[-1] if batches else None
+        if (last and (last[0].source.height, last[0].source.width) == shape
+                and (len(last) + 1) * shape[0] * shape[1] <= max_batch_pixels):
+            last.append(t)
+        else:
+            batches.append([t])
     return batches
 
 
 def _run(
     image: torch.Tensor,
-    out: torch.Tensor,
+    sink: Sink,
     fn: TileFn,
     contract: TileContract,
     tile: int,
@@ -346,37 +303,58 @@ def _run(
     c, height, width = image.shape
     s = contract.scale
     tiles = plan_tiles(height, width, tile, contract)
-    batches = _batches(tiles, max_batch_pixels)
-    order = {(t.row, t.col): i for i, t in enumerate(t for b in batches for t in b)}
     rows = sorted({(t.core.top, t.core.bottom) for t in tiles})
     cols = sorted({(t.core.left, t.core.right) for t in tiles})
-    ys, xs = _AxisBlend(rows, s, contract.band), _AxisBlend(cols, s, contract.band)
+    ys, xs = AxisBlend(rows, s, contract.band), AxisBlend(cols, s, contract.band)
+    assembler = Assembler(ys, xs, c, sink)
     done = 0
     if on_tile is not None:
         on_tile(0, len(tiles))
-    for batch in batches:
-        regions = [t.source for t in batch]
-        h, w = regions[0].height, regions[0].width
-        x = torch.stack([image[:, r.top : r.bottom, r.left : r.right] for r in regions])
-        try:
-            y = fn(x, regions, (height, width))
-        except Exception as exc:
-            if _is_out_of_memory(exc):
-                raise _OutOfMemory(len(batch) * h * w, len(batch)) from None
-            raise
-        del x
-        if tuple(y.shape) != (len(batch), c, h * s, w * s):
-            raise ValueError(
-                f"tile function returned {tuple(y.shape)} for input "
-                f"{(len(batch), c, h, w)} at scale {s}"
-            )
-        y = y.detach()
-        for t, yt in zip(batch, y):
-            _paste(out, yt, t, s, ys, xs, order)
-        del y
-        done += len(batch)
-        if on_tile is not None:
-            on_tile(done, len(tiles))
+    for r in range(len(rows)):
+        row_tiles = [t for t in tiles if t.row == r]
+        for batch in _row_batches(row_tiles, max_batch_pixels):
+            regions = [t.source for t in batch]
+            h, w = regions[0].height, regions[0].width
+            x = torch.stack([image[:, g.top : g.bottom, g.left : g.right] for g in regions])
+            try:
+                y = fn(x, regions, (height, width))
+            except Exception as exc:
+                if _is_out_of_memory(exc):
+                    raise _OutOfMemory(len(batch) * h * w, len(batch)) from None
+                raise
+            del x
+            if tuple(y.shape) != (len(batch), c, h * s, w * s):
+                raise ValueError(
+                    f"tile function returned {tuple(y.shape)} for input "
+                    f"{(len(batch), c, h, w)} at scale {s}"
+                )
+            y = y.detach()
+            for t, yt in zip(batch, y):
+                (y0, y1), (x0, x1) = ys.spans[t.row], xs.spans[t.col]
+                sy, sx = t.source.top * s, t.source.left * s
+                assembler.add(t.row, t.col, yt[:, y0 - sy : y1 - sy, x0 - sx : x1 - sx])
+            del y
+            done += len(batch)
+            if on_tile is not None:
+                on_tile(done, len(tiles))
+
+
+class _Cropped:
+    """A sink seen through the unpadded output size (images below the network's minimum)."""
+
+    def __init__(self, sink: Sink, height: int, width: int) -> None:
+        self.sink, self.height, self.width = sink, height, width
+
+    def put(self, top: int, left: int, block: torch.Tensor) -> None:
+        h, w = min(block.shape[1], self.height - top), min(block.shape[2], self.width - left)
+        if h > 0 and w > 0:
+            self.sink.put(top, left, block[:, :h, :w])
+
+    def done(self, rows: int) -> None:
+        self.sink.done(min(rows, self.height))
+
+    def restart(self) -> None:
+        self.sink.restart()
 
 
 def _release_device_memory() -> None:
@@ -394,56 +372,84 @@ def upscale(
     max_batch_pixels: int = DEFAULT_MAX_BATCH_PIXELS,
     on_tile: ProgressFn | None = None,
 ) -> TileResult:
-    """Upscale ``image`` tile by tile through ``fn``; see :class:`TileResult` for the result.
+    """Upscale ``image`` tile by tile through ``fn`` into one float32 CPU image; see
+    :class:`TileResult` and :func:`upscale_into` (which this calls with a
+    :class:`~lia_upscale.engine.assembly.FullImage` sink)."""
+    c, height, width = _check_image(image)
+    full = FullImage(c, height * contract.scale, width * contract.scale)
+    run = upscale_into(image, fn, contract, tile, full, max_batch_pixels=max_batch_pixels, on_tile=on_tile)
+    return TileResult(full.image, run.tile, run.max_batch_pixels, run.retries)
+
+
+def _check_image(image: torch.Tensor) -> tuple[int, int, int]:
+    if image.ndim != 3 or not image.is_floating_point():
+        raise ValueError(
+            f"expected a (C, H, W) floating tensor, got {image.dtype} {tuple(image.shape)}"
+        )
+    c, height, width = image.shape
+    if height < 1 or width < 1:
+        raise ValueError(f"cannot upscale an empty image ({height}x{width})")
+    return c, height, width
+
+
+def upscale_into(
+    image: torch.Tensor,
+    fn: TileFn,
+    contract: TileContract,
+    tile: int,
+    sink: Sink,
+    *,
+    max_batch_pixels: int = DEFAULT_MAX_BATCH_PIXELS,
+    on_tile: ProgressFn | None = None,
+) -> TileRun:
+    """Upscale ``image`` tile by tile through ``fn``, handing finished pixels to ``sink``.
 
     ``image``: (C, H, W) floating tensor on any device, in any float dtype; tiles are cut
     from it as they are (same device and dtype) and handed to ``fn`` in batches of
-    identical shape totalling at most ``max_batch_pixels`` input pixels (at least one
-    tile). ``fn(batch, regions, full_size)`` must return (N, C, h * scale, w * scale).
-    Images smaller than ``contract.min_size`` are padded (replicate, bottom/right) and the
-    output cropped back; ``full_size`` and the regions then refer to the padded image.
-    ``tile``: core edge (see :func:`plan_tiles`); ``<= 0`` runs the whole image at once.
+    identical shape (neighbours in one grid row) totalling at most ``max_batch_pixels``
+    input pixels (at least one tile). ``fn(batch, regions, full_size)`` must return
+    (N, C, h * scale, w * scale). Images smaller than ``contract.min_size`` are padded
+    (replicate, bottom/right) and the output cropped back; ``full_size`` and the regions
+    then refer to the padded image. ``tile``: core edge (see :func:`plan_tiles`); ``<= 0``
+    runs the whole image at once.
 
-    Overlaps are cross-faded (see the module docstring); the output is accumulated in one
-    preallocated float32 CPU tensor and only one batch of tiles is alive at a time.
+    Overlaps are cross-faded (see the module docstring) by an
+    :class:`~lia_upscale.engine.assembly.Assembler` on the device ``fn`` returns its
+    output on: float32 lives only over the overlap bands and the tile being merged, and
+    finished (C, h, w) rectangles go to ``sink.put`` as soon as no later tile reaches
+    them, with ``sink.done(rows)`` after each grid row. Only one batch of tiles is alive
+    at a time.
 
     When ``fn`` runs out of memory (``torch.OutOfMemoryError``,
     ``torch.cuda.OutOfMemoryError``, or a RuntimeError saying "out of memory") the image
-    is redone from scratch with a smaller plan: a batch of several tiles halves the batch
-    budget; a single tile halves the tile (a whole-image tile becomes half the longer
-    side) and the budget with it. No tile is dropped or reused. Raises
-    :class:`~lia_upscale.errors.DeviceError` when the tile would fall below
+    is redone from scratch (``sink.restart()``) with a smaller plan: a batch of several
+    tiles halves the batch budget; a single tile halves the tile (a whole-image tile
+    becomes half the longer side) and the budget with it. No tile is dropped or reused.
+    Raises :class:`~lia_upscale.errors.DeviceError` when the tile would fall below
     ``contract.min_tile``. The sizes finally used come back in the result.
 
     ``on_tile(done, total)`` is called with ``done = 0`` when a plan starts (again after
     a retry) and after each batch.
     """
-    if image.ndim != 3 or not image.is_floating_point():
-        raise ValueError(
-            f"expected a (C, H, W) floating tensor, got {image.dtype} {tuple(image.shape)}"
-        )
     if max_batch_pixels < 1:
         raise ValueError("max_batch_pixels must be positive")
-    c, height, width = image.shape
-    if height < 1 or width < 1:
-        raise ValueError(f"cannot upscale an empty image ({height}x{width})")
+    c, height, width = _check_image(image)
     pad_h, pad_w = max(0, contract.min_size - height), max(0, contract.min_size - width)
+    s = contract.scale
     if pad_h or pad_w:
         image = F.pad(image[None], (0, pad_w, 0, pad_h), mode="replicate")[0]
+        sink = _Cropped(sink, height * s, width * s)
     full_h, full_w = image.shape[-2:]
-    s = contract.scale
-    # (C, H, W) view of (H, W, C) storage: callers that want pixels get them without a copy
-    out = torch.zeros((full_h * s, full_w * s, c), dtype=torch.float32).permute(2, 0, 1)
     retries = 0
     with torch.no_grad():
         while True:
             try:
-                _run(image, out, fn, contract, tile, max_batch_pixels, on_tile)
+                _run(image, sink, fn, contract, tile, max_batch_pixels, on_tile)
                 break
             except _OutOfMemory as oom:
                 failed, count = oom.batch_pixels, oom.tiles
             _release_device_memory()
-            out.zero_()
+            sink.restart()
             retries += 1
             # a batch is shrunk before its tiles: smaller tiles cost context overhead
             max_batch_pixels = max(1, min(max_batch_pixels, failed) // 2)
@@ -458,6 +464,4 @@ def upscale(
                     "lower precision or another device"
                 )
             tile = current // 2
-    if pad_h or pad_w:
-        out = out[:, : height * s, : width * s].permute(1, 2, 0).contiguous().permute(2, 0, 1)
-    return TileResult(out, tile, max_batch_pixels, retries)
+    return TileRun(tile, max_batch_pixels, retries)

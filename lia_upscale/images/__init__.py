@@ -8,10 +8,20 @@ back in the matching mode and depth; ``save`` writes a file atomically via
 
 from __future__ import annotations
 
-from .decoder import MAX_PIXELS, decode, probe
-from .encoder import encode, format_for_suffix
+from .decoder import MAX_PIXELS, decode, from_pil, max_pixels, probe, set_max_pixels
+from .encoder import (
+    STREAMED_FORMATS,
+    check_output,
+    encode,
+    format_for_suffix,
+    format_name,
+    output_layout,
+    pil_layout,
+    to_pil,
+)
 from .picture import FORMAT_SUFFIXES, FORMATS, JPEG_QUALITY, KINDS, WEBP_QUALITY, Kind, Picture
-from .output import save
+from .output import save, save_samples, write_streamed
+from .rows import AlphaPlane, Layout, SampleStore, quantize_value
 
 __all__ = [
     "FORMATS",
@@ -27,4 +37,19 @@ __all__ = [
     "format_for_suffix",
     "probe",
     "save",
+    "save_samples",
+    "from_pil",
+    "pil_layout",
+    "to_pil",
+    "max_pixels",
+    "set_max_pixels",
+    "write_streamed",
+    "STREAMED_FORMATS",
+    "check_output",
+    "format_name",
+    "output_layout",
+    "Layout",
+    "AlphaPlane",
+    "quantize_value",
+    "SampleStore",
 ]

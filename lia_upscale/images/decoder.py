@@ -49,7 +49,7 @@ from .picture import (
 )
 from .quiet import quietly
 
-__all__ = ["MAX_PIXELS", "decode", "probe"]
+__all__ = ["MAX_PIXELS", "decode", "probe", "from_pil", "set_max_pixels", "max_pixels"]
 
 #: Largest input, in pixels, that any decoder here will expand (Pillow's own default
 #: warning threshold, about 89.5 MP). Read at call time, so a caller may lower it.
@@ -122,6 +122,48 @@ def decode(source: str | Path | bytes | BinaryIO) -> Picture:
         exif=_exif_bytes(exif),
         dpi=dpi,
     )
+
+
+def set_max_pixels(limit: int) -> None:
+    """Set the pixel limit of :func:`decode`, :func:`probe` and :func:`from_pil` (the
+    decompression-bomb protection, default 89,478,485), e.g. to read 100-MP photos."""
+    global MAX_PIXELS
+    if int(limit) < 1:
+        raise ValueError(f"the pixel limit must be positive, got {limit!r}")
+    MAX_PIXELS = int(limit)
+    # Pillow refuses twice its own limit on open; ours is the one that decides
+    Image.MAX_IMAGE_PIXELS = max(MAX_PIXELS, 89_478_485)
+
+
+def max_pixels() -> int:
+    """The current pixel limit (see :func:`set_max_pixels`)."""
+    return MAX_PIXELS
+
+
+def from_pil(image: Image.Image) -> Picture | None:
+    """A :class:`Picture` of an in-memory PIL image, as :func:`decode` would make of it saved
+    as PNG (modes, tRNS transparency, ICC, DPI, EXIF kept; no orientation applied, as a PNG
+    has none), without encoding it. None for modes read only through a file (32-bit "I",
+    "F"): save those and :func:`decode` them."""
+    if image.mode not in ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBX", "RGBA", "RGBa", "CMYK",
+                          "I;16", "I;16B", "I;16L", "I;16N"):
+        return None
+    _check_pixels("<PIL image>", *image.size)
+    icc = image.info.get("icc_profile") or None
+    exif_bytes = image.info.get("exif")
+    exif = None
+    if isinstance(exif_bytes, (bytes, bytearray)) and exif_bytes:
+        try:
+            exif = Image.Exif()
+            exif.load(bytes(exif_bytes))
+        except Exception:  # noqa: BLE001 - a broken EXIF block is left out, as decode does
+            exif = None
+    samples, kind, alpha_key, icc = _pillow_pixels("<PIL image>", image, icc)
+    rgb, alpha, bit_depth = _to_float(samples, alpha_key)
+    if alpha is not None and kind in ("rgb", "gray"):
+        kind = "rgba" if kind == "rgb" else "gray_alpha"
+    return Picture(rgb=rgb, alpha=alpha, bit_depth=bit_depth, kind=kind, format="PNG", icc=icc,
+                   exif=_exif_bytes(exif), dpi=_dpi(image.info.get("dpi")))
 
 
 def probe(source: str | Path | BinaryIO) -> tuple[int, int]:

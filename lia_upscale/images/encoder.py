@@ -14,6 +14,8 @@ from PIL import Image
 
 from lia_upscale.errors import OutputError
 
+from .rows import Layout, PngStream, luma, quantize, write_png
+from .tiff import TiffStream, write_tiff
 from .picture import (
     EXIF_IFD_TAG,
     FORMAT_SUFFIXES,
@@ -32,12 +34,25 @@ from .picture import (
     source_name,
 )
 
-__all__ = ["encode", "encode_bytes", "format_for_suffix"]
+__all__ = [
+    "encode",
+    "encode_bytes",
+    "encode_samples",
+    "format_for_suffix",
+    "format_name",
+    "check_output",
+    "output_layout",
+    "stream_writer",
+    "pil_layout",
+    "to_pil",
+    "STREAMED_FORMATS",
+]
 
 _JPEG_MAX_SIDE: Final = 65_535
 _WEBP_MAX_SIDE: Final = 16_383
+_PNG_MAX_SIDE: Final = 2**31 - 1
+_BMP_MAX_BYTES: Final = 2**32 - 1
 _JPEG_MAX_EXIF: Final = 65_533
-_LUMA: Final = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 def format_for_suffix(path: str | Path) -> str:
@@ -97,32 +112,75 @@ def encode_bytes(picture: Picture, fmt: str, *, quality: int | None = None, dpi_
         OutputError: unknown format, quality outside 1..100, or a size the format cannot hold.
     """
     fmt = _format_name(fmt)
+    width, height = picture.size
+    check_output(fmt, width, height, quality=quality, dpi_scale=dpi_scale)
+    layout = output_layout(picture, fmt)
+    return encode_samples(_samples(picture, layout.gray, layout.alpha, layout.bits), layout, fmt, picture,
+                          quality=quality, dpi_scale=dpi_scale)
+
+
+#: formats written band by band as rows finish (:func:`stream_writer`)
+STREAMED_FORMATS: Final = ("PNG", "TIFF")
+
+
+def format_name(fmt: str) -> str:
+    """The canonical name (one of :data:`FORMATS`) of a format name or suffix; OutputError if unknown."""
+    return _format_name(fmt)
+
+
+def check_output(fmt: str, width: int, height: int, *, quality: int | None = None, dpi_scale: float = 1.0) -> None:
+    """Raise OutputError, before anything is computed, when ``fmt`` cannot hold a
+    ``width`` x ``height`` image or ``quality``/``dpi_scale`` are invalid."""
+    fmt = _format_name(fmt)
     if quality is not None and not (isinstance(quality, int) and 1 <= quality <= 100):
         raise OutputError(f"quality must be an integer from 1 to 100, got {quality!r}")
     if not dpi_scale > 0:
         raise OutputError(f"dpi_scale must be positive, got {dpi_scale!r}")
-    width, height = picture.size
     limit = {"JPEG": _JPEG_MAX_SIDE, "WEBP": _WEBP_MAX_SIDE}.get(fmt)
     if limit is not None and max(width, height) > limit:
         raise OutputError(f"{fmt} cannot hold {width}x{height} (at most {limit} pixels a side)")
+    if fmt == "PNG" and max(width, height) > _PNG_MAX_SIDE:
+        raise OutputError(f"PNG cannot hold {width}x{height} (at most {_PNG_MAX_SIDE} pixels a side)")
+    if fmt == "BMP" and width * height * 4 > _BMP_MAX_BYTES:
+        raise OutputError(f"BMP cannot hold {width}x{height} (at most {_BMP_MAX_BYTES:,} bytes of pixels)")
     if width == 0 or height == 0:
         raise OutputError(f"cannot write an empty {width}x{height} image")
 
-    gray = picture.is_gray and fmt != "WEBP"
-    keep_alpha = picture.alpha is not None and fmt in ("PNG", "WEBP", "TIFF")
-    bits = 16 if picture.bit_depth == 16 and fmt in ("PNG", "TIFF") else 8
-    samples = _samples(picture, gray, keep_alpha, bits)
 
-    icc = picture.icc if _icc_fits(picture.icc, gray) else None
+def output_layout(picture: Picture, fmt: str) -> Layout:
+    """How ``fmt`` stores an upscaled ``picture``: gray kinds gray (WEBP has no gray mode),
+    alpha kept by PNG, WEBP and TIFF, 16 bits for 16-bit pictures in PNG and TIFF."""
+    fmt = _format_name(fmt)
+    return Layout(
+        gray=picture.is_gray and fmt != "WEBP",
+        alpha=picture.alpha is not None and fmt in ("PNG", "WEBP", "TIFF"),
+        bits=16 if picture.bit_depth == 16 and fmt in ("PNG", "TIFF") else 8,
+    )
+
+
+def _metadata(picture: Picture, layout: Layout, width: int, height: int, dpi_scale: float):
+    icc = picture.icc if _icc_fits(picture.icc, layout.gray) else None
     exif = _exif_for_output(picture.exif, width, height)
     dpi = None if picture.dpi is None else (picture.dpi[0] * dpi_scale, picture.dpi[1] * dpi_scale)
+    return icc, exif, dpi
 
+
+def encode_samples(
+    samples: np.ndarray, layout: Layout, fmt: str, picture: Picture, *, quality: int | None = None,
+    dpi_scale: float = 1.0,
+) -> memoryview:
+    """(H, W, C) integer ``samples`` laid out per ``layout`` as the bytes of a ``fmt`` file,
+    with ``picture``'s metadata (see :func:`encode_bytes`, which this finishes)."""
+    fmt = _format_name(fmt)
+    height, width = samples.shape[:2]
+    check_output(fmt, width, height, quality=quality, dpi_scale=dpi_scale)
+    icc, exif, dpi = _metadata(picture, layout, width, height, dpi_scale)
     buf = io.BytesIO()
     try:
         if fmt == "TIFF":
-            _write_tiff(buf, samples, icc, exif, dpi)
-        elif fmt == "PNG" and bits == 16:
-            _write_png16(buf, samples, icc, exif, dpi)
+            write_tiff(buf, samples, icc, exif, dpi)
+        elif fmt == "PNG" and layout.bits == 16:
+            write_png(buf, samples, layout, icc, None if exif is None else exif.tobytes(), dpi)
         else:
             _write_pillow(buf, samples, fmt, icc, exif, dpi, quality)
     except OutputError:
@@ -130,6 +188,49 @@ def encode_bytes(picture: Picture, fmt: str, *, quality: int | None = None, dpi_
     except (OSError, ValueError, RuntimeError, struct.error, zlib.error) as exc:
         raise OutputError(f"cannot encode {fmt}: {one_line(exc)}") from exc
     return buf.getbuffer()
+
+
+def pil_layout(picture: Picture) -> Layout:
+    """How :func:`to_pil` lays out an upscaled ``picture``: as a PNG would be read back
+    by Pillow (gray stays gray, alpha kept; 16 bits only for plain gray, "I;16")."""
+    return Layout(gray=picture.is_gray, alpha=picture.alpha is not None,
+                  bits=16 if picture.bit_depth == 16 and picture.is_gray and picture.alpha is None else 8)
+
+
+def to_pil(samples: np.ndarray, layout: Layout, picture: Picture, *, dpi_scale: float = 1.0) -> Image.Image:
+    """A PIL image of integer ``samples`` (laid out per ``layout``) with ``picture``'s ICC
+    profile, DPI (times ``dpi_scale``) and EXIF in ``info``, as Pillow reads a PNG."""
+    height, width = samples.shape[:2]
+    if samples.shape[2] == 1:
+        im = Image.fromarray(samples[..., 0])
+    else:
+        im = Image.fromarray(samples, _PILLOW_MODES[samples.shape[2]])
+    icc, exif, dpi = _metadata(picture, layout, width, height, dpi_scale)
+    if icc:
+        im.info["icc_profile"] = icc
+    if dpi is not None:
+        im.info["dpi"] = dpi
+    if exif is not None:
+        im.info["exif"] = exif.tobytes()
+    return im
+
+
+def stream_writer(
+    fp: BinaryIO, fmt: str, layout: Layout, picture: Picture, width: int, height: int, *,
+    dpi_scale: float = 1.0, alpha: np.ndarray | None = None,
+) -> PngStream | TiffStream:
+    """A sink writing a ``fmt`` (one of :data:`STREAMED_FORMATS`) file to ``fp`` band by
+    band, with ``picture``'s metadata; ``alpha``: the (H, W) alpha samples when ``layout``
+    has alpha. Call its ``close()`` at the end."""
+    fmt = _format_name(fmt)
+    check_output(fmt, width, height, dpi_scale=dpi_scale)
+    icc, exif, dpi = _metadata(picture, layout, width, height, dpi_scale)
+    if fmt == "PNG":
+        return PngStream(fp, width, height, layout, icc=icc, exif=None if exif is None else exif.tobytes(),
+                         dpi=dpi, alpha=alpha)
+    if fmt == "TIFF":
+        return TiffStream(fp, width, height, layout, icc=icc, exif=exif, dpi=dpi, alpha=alpha)
+    raise OutputError(f"{fmt} is not written band by band (only {', '.join(STREAMED_FORMATS)})")
 
 
 def _format_name(fmt: str) -> str:
@@ -140,28 +241,13 @@ def _format_name(fmt: str) -> str:
     return name
 
 
-def _quantize(x: np.ndarray, bits: int) -> np.ndarray:
-    """Clip to [0, 1] (NaN -> 0), scale and round to uint8/uint16, a band of rows at a time
-    so that a 96-MP picture needs no second full-size float copy."""
-    top = np.float32(65535.0 if bits == 16 else 255.0)
-    out = np.empty(x.shape, dtype=np.uint16 if bits == 16 else np.uint8)
-    rows = max(1, (1 << 18) // max(1, x[0].size))  # ~1 MB bands: in cache, 2x faster than 16 MB
-    for r in range(0, x.shape[0], rows):
-        band = np.clip(x[r : r + rows], 0.0, 1.0, dtype=np.float32)
-        np.nan_to_num(band, copy=False, nan=0.0)
-        band *= top
-        np.rint(band, out=band)
-        out[r : r + rows] = band
-    return out
-
-
 def _samples(picture: Picture, gray: bool, keep_alpha: bool, bits: int) -> np.ndarray:
     """(H, W, C) integer samples: C is 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA)."""
     rgb = picture.rgb
-    color = (rgb @ _LUMA)[..., None] if gray else rgb
-    planes = [_quantize(color, bits)]
+    color = luma(rgb) if gray else rgb
+    planes = [quantize(color, bits)]
     if keep_alpha and picture.alpha is not None:
-        planes.append(_quantize(picture.alpha, bits)[..., None])
+        planes.append(quantize(picture.alpha, bits)[..., None])
     return np.concatenate(planes, axis=2) if len(planes) > 1 else planes[0]
 
 
@@ -227,172 +313,3 @@ def _write_pillow(
     elif fmt == "WEBP":
         params["quality"] = WEBP_QUALITY if quality is None else quality
     im.save(buf, fmt, **params)
-
-
-def _write_png16(
-    buf: BinaryIO,
-    samples: np.ndarray,
-    icc: bytes | None,
-    exif: Image.Exif | None,
-    dpi: tuple[float, float] | None,
-) -> None:
-    """A 16-bit PNG (Pillow cannot write 16-bit colour): adaptive row filters, zlib level 6."""
-    height, width, channels = samples.shape
-    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-    raw = samples.astype(">u2").view(np.uint8).reshape(height, width * channels * 2)
-
-    def chunk(ctype: bytes, body: bytes) -> None:
-        buf.write(struct.pack(">I", len(body)) + ctype + body)
-        buf.write(struct.pack(">I", zlib.crc32(ctype + body)))
-
-    buf.write(PNG_SIGNATURE)
-    chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0))
-    if icc:
-        chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc))
-    if dpi is not None:
-        chunk(b"pHYs", struct.pack(">IIB", round(dpi[0] / 0.0254), round(dpi[1] / 0.0254), 1))
-    if exif is not None:
-        blob = exif.tobytes()
-        chunk(b"eXIf", blob[6:] if blob.startswith(b"Exif\0\0") else blob)
-    packer = zlib.compressobj(6)
-    pending: list[bytes] = []
-    size = 0
-    for block in _png_filter_rows(raw, bpp=channels * 2):
-        out = packer.compress(block)
-        if out:
-            pending.append(out)
-            size += len(out)
-        if size >= 1 << 20:
-            chunk(b"IDAT", b"".join(pending))
-            pending, size = [], 0
-    pending.append(packer.flush())
-    chunk(b"IDAT", b"".join(pending))
-    chunk(b"IEND", b"")
-
-
-def _png_filter_rows(raw: np.ndarray, bpp: int) -> Iterator[bytes]:
-    """Filtered scanlines (filter byte + bytes), per row the filter with the least
-    sum of absolute residuals (libpng's heuristic), computed a block of rows at a time."""
-    height, stride = raw.shape
-    step = max(1, (1 << 21) // max(stride, 1))
-    for start in range(0, height, step):
-        stop = min(height, start + step)
-        x = raw[start:stop].astype(np.int16)
-        b = np.empty_like(x)
-        b[0] = raw[start - 1] if start else 0
-        b[1:] = x[:-1]
-        a = np.zeros_like(x)
-        a[:, bpp:] = x[:, :-bpp]
-        c = np.zeros_like(x)
-        c[:, bpp:] = b[:, :-bpp]
-        pa, pb, pc = np.abs(b - c), np.abs(a - c), np.abs(a + b - 2 * c)
-        paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
-        candidates = (x, x - a, x - b, x - ((a + b) >> 1), x - paeth)
-        best = np.zeros(stop - start, dtype=np.int64)
-        best_cost = np.full(stop - start, np.iinfo(np.int64).max)
-        residuals = []
-        for kind, r in enumerate(candidates):
-            r8 = r.astype(np.uint8)
-            residuals.append(r8)
-            cost = np.abs(r8.view(np.int8).astype(np.int64)).sum(axis=1)
-            better = cost < best_cost
-            best[better], best_cost[better] = kind, cost[better]
-        stack = np.stack(residuals)
-        rows = stack[best, np.arange(stop - start)]
-        block = np.empty((stop - start, stride + 1), dtype=np.uint8)
-        block[:, 0] = best
-        block[:, 1:] = rows
-        yield block.tobytes()
-
-
-def _write_tiff(
-    buf: BinaryIO,
-    samples: np.ndarray,
-    icc: bytes | None,
-    exif: Image.Exif | None,
-    dpi: tuple[float, float] | None,
-) -> None:
-    """TIFF (8 or 16 bits, deflate with horizontal predictor) through tifffile.
-
-    tifffile cannot write EXIF or GPS sub-IFDs, so it writes placeholder tags one below
-    their codes; Pillow then serialises the sub-IFDs at the end of the file and the
-    placeholders are patched into real pointers.
-    """
-    import tifffile
-
-    channels = samples.shape[2]
-    extratags: list[tuple[int, str, int, object, bool]] = []
-    software: str | bool = False
-    description: str | None = None
-    pointers: dict[int, Image.Exif] = {}
-    if exif is not None:
-        for tag in sorted(TIFF_DESCRIPTIVE_TAGS):
-            value = exif.get(tag)
-            if not isinstance(value, str) or not value.isascii() or not value:
-                continue
-            if tag == 0x0131:
-                software = value
-            elif tag == 0x010E:
-                description = value
-            elif tag != 0x0132:
-                extratags.append((tag, "s", 0, value, True))
-        if ORIENTATION_TAG in exif:
-            extratags.append((ORIENTATION_TAG, "H", 1, 1, True))
-        for tag in (EXIF_IFD_TAG, GPS_IFD_TAG):
-            if tag in exif and exif.get_ifd(tag):
-                pointers[tag] = exif
-                extratags.append((tag - 1, "I", 1, 0, True))
-    datetime = exif.get(0x0132) if exif is not None else None
-    kwargs: dict[str, object] = {}
-    if dpi is not None:
-        kwargs["resolution"] = dpi
-        kwargs["resolutionunit"] = "INCH"
-    if channels in (2, 4):
-        kwargs["extrasamples"] = ("UNASSALPHA",)
-    tifffile.imwrite(
-        buf,
-        samples[..., 0] if channels == 1 else samples,
-        photometric="rgb" if channels >= 3 else "minisblack",
-        planarconfig="contig" if channels > 1 else None,
-        compression="zlib",
-        predictor=True,
-        iccprofile=icc or None,
-        description=description,
-        datetime=datetime if isinstance(datetime, str) and len(datetime) == 19 and datetime[16] == ":" else None,
-        software=software,
-        metadata=None,
-        extratags=extratags,
-        byteorder="<",
-        **kwargs,
-    )
-    if pointers:
-        _patch_exif_pointers(buf, exif)  # type: ignore[arg-type]
-
-
-def _patch_exif_pointers(buf: BinaryIO, exif: Image.Exif) -> None:
-    data = bytearray(buf.getvalue())  # type: ignore[attr-defined]
-    if len(data) % 2:
-        data.append(0)
-    sub = Image.Exif()
-    sub.load(exif.tobytes())
-    for tag in list(sub):
-        if tag not in (EXIF_IFD_TAG, GPS_IFD_TAG):
-            del sub[tag]
-    sub.endian = "<"
-    at = len(data)
-    data += sub.tobytes(offset=at)[14:]  # "Exif\0\0" + header, then IFDs placed at ``at``
-    targets = {}
-    count = struct.unpack_from("<H", data, at)[0]
-    for i in range(count):
-        tag, _, _, value = struct.unpack_from("<HHII", data, at + 2 + 12 * i)
-        targets[tag] = value
-    ifd0 = struct.unpack_from("<I", data, 4)[0]
-    count = struct.unpack_from("<H", data, ifd0)[0]
-    for i in range(count):
-        entry = ifd0 + 2 + 12 * i
-        tag = struct.unpack_from("<H", data, entry)[0]
-        if tag + 1 in targets:
-            struct.pack_into("<HHII", data, entry, tag + 1, 4, 1, targets[tag + 1])
-    buf.seek(0)
-    buf.truncate()
-    buf.write(data)

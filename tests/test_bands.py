@@ -1,0 +1,292 @@
+"""Band-by-band output: the assembler's contract, streamed PNG/TIFF files, bounded memory,
+preflight checks, the memory budget and the PIL path without a file round trip."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lia_upscale import images
+from lia_upscale.engine.assembly import FullImage
+from lia_upscale.engine.tiling import TileContract, upscale, upscale_into
+from lia_upscale.images.rows import Layout, PngStream, SampleStore, quantize
+from lia_upscale.images.tiff import TiffStream
+
+
+def smooth_fn(scale: int):
+    """A fake network: nearest upscaling of the tile plus a placement-independent ripple."""
+
+    def fn(batch, regions, full):
+        y = batch.repeat_interleave(scale, -2).repeat_interleave(scale, -1).float()
+        return y * 0.9 + 0.05
+
+    return fn
+
+
+class Recorder:
+    """A sink that checks the order of puts and dones and keeps every pixel once."""
+
+    def __init__(self, c: int, h: int, w: int) -> None:
+        self.image = torch.full((c, h, w), float("nan"))
+        self.rows_done = 0
+        self.dones: list[int] = []
+
+    def put(self, top, left, block):
+        assert top >= self.rows_done, "a put reached rows already done"
+        region = self.image[:, top : top + block.shape[1], left : left + block.shape[2]]
+        assert bool(torch.isnan(region).all()), "a pixel was put twice"
+        region.copy_(block)
+
+    def done(self, rows):
+        assert rows > self.rows_done
+        assert not bool(torch.isnan(self.image[:, :rows]).any()), "rows said done before all their pixels came"
+        self.rows_done = rows
+        self.dones.append(rows)
+
+    def restart(self):
+        self.image.fill_(float("nan"))
+        self.rows_done = 0
+
+
+@pytest.mark.parametrize("size,tile", [((97, 131), 24), ((40, 200), 36), ((200, 40), 30), ((50, 50), 0)])
+def test_assembler_puts_each_pixel_once_in_row_order_and_equals_the_full_image(size, tile):
+    c = TileContract(scale=3, min_size=7, alignment=6, context=12)
+    image = torch.rand(3, *size)
+    rec = Recorder(3, size[0] * 3, size[1] * 3)
+    upscale_into(image, smooth_fn(3), c, tile, rec)
+    assert rec.dones[-1] == size[0] * 3 and rec.dones == sorted(rec.dones)
+    full = upscale(image, smooth_fn(3), c, tile).image
+    assert torch.equal(rec.image, full)
+    if tile:
+        assert len(rec.dones) > 1  # rows finish while later grid rows are still to come
+
+
+def test_small_images_are_padded_and_cropped_through_the_sink():
+    c = TileContract(scale=2, min_size=16, alignment=6, context=12)
+    image = torch.rand(3, 5, 9)
+    rec = Recorder(3, 10, 18)
+    upscale_into(image, smooth_fn(2), c, 0, rec)
+    assert rec.dones[-1] == 10 and not bool(torch.isnan(rec.image).any())
+
+
+def _float_picture(h, w, *, gray=False, alpha=False, bits=8, seed=0):
+    rng = np.random.default_rng(seed)
+    rgb = rng.random((h, w, 3), dtype=np.float32)
+    if gray:
+        rgb = np.repeat(rgb[..., :1], 3, axis=2)
+    a = rng.random((h, w), dtype=np.float32) if alpha else None
+    kind = ("gray_alpha" if alpha else "gray") if gray else ("rgba" if alpha else "rgb")
+    return images.Picture(rgb=rgb, alpha=a, bit_depth=bits, kind=kind, format="PNG", icc=None)
+
+
+def _stream_through(fmt, picture, fp, band_rows):
+    """Write ``picture`` through a streamed writer in bands of ``band_rows``, split in two columns."""
+    layout = images.output_layout(picture, fmt)
+    alpha = None
+    if layout.alpha:
+        alpha = quantize(picture.alpha, layout.bits)
+    sink = images.encoder.stream_writer(fp, fmt, layout, picture, picture.width, picture.height, alpha=alpha)
+    half = picture.width // 2
+    for top in range(0, picture.height, band_rows):
+        rows = picture.rgb[top : top + band_rows]
+        sink.put(top, 0, rows[:, :half])
+        sink.put(top, half, rows[:, half:])
+        sink.done(min(picture.height, top + band_rows))
+    sink.close()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+@pytest.mark.parametrize("gray,alpha,bits", [(False, False, 8), (True, False, 8), (False, True, 8),
+                                             (False, False, 16), (True, True, 16), (False, True, 16)])
+def test_streamed_files_hold_exactly_the_in_memory_encoders_pixels(tmp_path, fmt, gray, alpha, bits):
+    picture = _float_picture(61, 47, gray=gray, alpha=alpha, bits=bits)
+    whole = images.decode(bytes(images.encoder.encode_bytes(picture, fmt)))
+    path = tmp_path / f"s.{fmt.lower()}"
+    with open(path, "w+b") as fp:
+        _stream_through(fmt, picture, fp, band_rows=13)
+    streamed = images.decode(path)
+    assert streamed.kind == whole.kind and streamed.bit_depth == whole.bit_depth
+    assert np.array_equal(streamed.rgb, whole.rgb)
+    assert (streamed.alpha is None) == (whole.alpha is None)
+    if whole.alpha is not None:
+        assert np.array_equal(streamed.alpha, whole.alpha)
+
+
+def test_a_streamed_tiff_keeps_exif_and_icc(tmp_path):
+    src = Image.new("RGB", (20, 12), (10, 200, 30))
+    exif = Image.Exif()
+    exif[0x010F] = "Maker"
+    exif.get_ifd(0x8769)[0x9003] = "2024:01:02 03:04:05"
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    buf = io.BytesIO()
+    src.save(buf, "PNG", exif=exif, icc_profile=icc)
+    picture = images.decode(buf.getvalue())
+    with open(tmp_path / "m.tiff", "w+b") as fp:
+        _stream_through("TIFF", picture, fp, band_rows=5)
+    with Image.open(tmp_path / "m.tiff") as im:
+        assert im.info.get("icc_profile") == icc
+        got = im.getexif()
+        assert got[0x010F] == "Maker"
+        assert got.get_ifd(0x8769)[0x9003] == "2024:01:02 03:04:05"
+
+
+def test_a_restart_writes_the_file_from_the_beginning(tmp_path):
+    picture = _float_picture(30, 20)
+    layout = images.output_layout(picture, "PNG")
+    path = tmp_path / "r.png"
+    with open(path, "w+b") as fp:
+        sink = PngStream(fp, 20, 30, layout)
+        sink.put(0, 0, np.zeros((10, 20, 3), np.float32))
+        sink.done(10)
+        sink.restart()
+        sink.put(0, 0, picture.rgb)
+        sink.done(30)
+        sink.close()
+    assert np.array_equal(images.decode(path).rgb, images.decode(bytes(images.encoder.encode_bytes(picture, "PNG"))).rgb)
+
+
+@pytest.mark.parametrize("writer", [PngStream, TiffStream])
+def test_streamed_writers_memory_does_not_grow_with_the_height(tmp_path, writer):
+    width, band = 600, 64
+    layout = Layout(gray=False, alpha=False, bits=8)
+    block = np.random.default_rng(0).random((band, width, 3), dtype=np.float32)
+    peaks = []
+    for height in (band * 16, band * 128):  # both past the 1 MiB IDAT buffer
+        tracemalloc.start()
+        with open(tmp_path / "t.bin", "w+b") as fp:
+            sink = writer(fp, width, height, layout)
+            for top in range(0, height, band):
+                sink.put(top, 0, block)
+                sink.done(top + band)
+            sink.close()
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    # 8x the rows, the same peak (a few bands), not 8x the image
+    assert peaks[1] < 1.15 * peaks[0], peaks
+    assert peaks[1] < 0.15 * (band * 128 * width * 3 * 4)
+
+
+def test_sample_store_quantises_like_the_encoder():
+    picture = _float_picture(9, 11, alpha=True, bits=16)
+    layout = images.output_layout(picture, "PNG")
+    store = SampleStore(9, 11, layout)
+    store.put(0, 0, picture.rgb[:, :5])
+    store.put(0, 5, picture.rgb[:, 5:])
+    quantize(picture.alpha, 16, store.samples[..., -1])
+    data = bytes(images.encoder.encode_samples(store.samples, layout, "PNG", picture))
+    assert data == bytes(images.encoder.encode_bytes(picture, "PNG"))
+
+
+# ---- through the doors: API and CLI --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def u2():
+    from lia_upscale import Upscaler
+
+    return Upscaler(model="lia-u-x2", device="cpu", tile=48)
+
+
+def _pil_cases():
+    rng = np.random.default_rng(3)
+    rgb = Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8))
+    rgba = Image.fromarray(rng.integers(0, 256, (37, 53, 4), dtype=np.uint8), "RGBA")
+    gray = rgb.convert("L")
+    pal = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    pal.info["transparency"] = 3
+    g16 = Image.fromarray(rng.integers(0, 65536, (37, 53), dtype=np.uint16))
+    return {"RGB": rgb, "RGBA": rgba, "L": gray, "P+tRNS": pal, "I;16": g16}
+
+
+@pytest.mark.parametrize("name", list(_pil_cases()))
+def test_pil_path_equals_the_cli_output_without_a_png_round_trip(u2, tmp_path, name, monkeypatch):
+    image = _pil_cases()[name]
+    image.save(tmp_path / "in.png")
+    proc = subprocess.run([sys.executable, "-m", "lia_upscale", str(tmp_path / "in.png"), str(tmp_path / "out"),
+                           "--model", "lia-u-x2", "--tile", "48", "--device", "cpu", "--quiet"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    # no encoder or decoder runs on the way: fail loudly if one is called
+    monkeypatch.setattr(images, "decode", lambda *a, **k: pytest.fail("decode called"))
+    monkeypatch.setattr(images, "encode", lambda *a, **k: pytest.fail("encode called"))
+    got = u2.upscale(image)
+    with Image.open(tmp_path / "out" / "in.png") as cli:
+        assert got.mode == cli.mode and got.size == cli.size
+        assert np.array_equal(np.asarray(got), np.asarray(cli))
+
+
+def test_output_too_large_for_the_format_fails_before_the_network(tmp_path):
+    Image.new("RGB", (8200, 4), (9, 9, 9)).save(tmp_path / "wide.png")
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(tmp_path / "ok.png")
+    proc = subprocess.run([sys.executable, "-m", "lia_upscale", str(tmp_path / "wide.png"), str(tmp_path / "ok.png"),
+                           str(tmp_path / "out"), "--format", "webp", "--model", "lia-u-x4", "--quiet", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "WEBP cannot hold 32800x16 (at most 16383 pixels a side)" in proc.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ok.webp"]
+
+
+def test_an_image_over_the_memory_budget_fails_alone_naming_the_numbers(tmp_path):
+    Image.new("RGB", (300, 200), (9, 9, 9)).save(tmp_path / "big.png")
+    proc = subprocess.run([sys.executable, "-m", "lia_upscale", str(tmp_path / "big.png"), str(tmp_path / "out"),
+                           "--model", "lia-u-x4", "--max-memory", "20M", "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    line = [ln for ln in proc.stderr.splitlines() if "big.png" in ln]
+    assert len(line) == 1 and "300x200 at x4 (1200x800) needs about" in line[0]
+    assert "over the memory budget of 0.0 GiB (--max-memory)" in line[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    bad = subprocess.run([sys.executable, "-m", "lia_upscale", str(tmp_path / "big.png"), str(tmp_path / "o2"),
+                          "--max-memory", "lots"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "'lots' is not a size" in bad.stderr
+
+
+def test_the_budget_shrinks_tiles_before_it_refuses():
+    from lia_upscale import Upscaler
+
+    engine = Upscaler(model="lia-u-x2", device="cpu").engine  # the default tile
+    size = (1500, 1000)
+    roomy = engine.working_bytes(size, 4)
+    tile = engine.tile_for(size, 4, roomy)
+    assert tile == engine.tile
+    smaller = engine.tile_for(size, 4, int(roomy * 0.8))
+    assert smaller is not None and smaller < engine.tile
+    assert engine.working_bytes(size, 4, tile=smaller) <= roomy * 0.8
+    assert engine.tile_for(size, 4, 1 << 20) is None
+
+
+def test_max_pixels_raises_and_lowers_the_input_limit(tmp_path):
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.png")
+    low = subprocess.run([sys.executable, "-m", "lia_upscale", str(tmp_path / "a.png"), str(tmp_path / "out"),
+                          "--model", "lia-u-x2", "--max-pixels", "1000", "--quiet"], capture_output=True, text=True,
+                         timeout=300)
+    assert low.returncode == 1 and "1,200 pixels, over the limit of 1,000" in low.stderr
+    # a header of 12,000 x 9,000 (108 MP, over the default limit) probes once the limit is raised
+    from lia_upscale.images import decoder
+
+    head = io.BytesIO()
+    Image.new("L", (1, 1)).save(head, "PNG")
+    data = bytearray(head.getvalue())
+    data[16:24] = (12000).to_bytes(4, "big") + (9000).to_bytes(4, "big")
+    import zlib
+
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    (tmp_path / "huge.png").write_bytes(bytes(data))
+    before = decoder.max_pixels()
+    try:
+        with pytest.raises(images.ImageError if hasattr(images, "ImageError") else Exception, match="over the limit"):
+            images.probe(tmp_path / "huge.png")
+        images.set_max_pixels(120_000_000)
+        assert images.probe(tmp_path / "huge.png") == (12000, 9000)
+    finally:
+        images.set_max_pixels(before)
