@@ -19,7 +19,7 @@ from .engine.budget import default_budget
 from .engine.device import choose_device, choose_dtype
 from .errors import LiaError
 
-__all__ = ["Upscaler", "NetworkOutput", "resolve_model_source", "output_size", "kept_bytes"]
+__all__ = ["Upscaler", "NetworkOutput", "Finish", "resolve_model_source", "output_size", "kept_bytes"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,22 @@ def kept_bytes(layout: images.Layout, streamed: bool) -> float:
 
 def _gb(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
+
+
+class Finish:
+    """The write left after :meth:`Upscaler.render`: call it to write, or :meth:`discard`."""
+
+    def __init__(self, write: Callable[[], None], discard: Callable[[], None] | None = None) -> None:
+        self._write, self._discard = write, discard
+
+    def __call__(self) -> None:
+        """Write the file (encode and write it, or move the streamed file in place)."""
+        self._write()
+
+    def discard(self) -> None:
+        """Drop the write: nothing reaches the destination."""
+        if self._discard is not None:
+            self._discard()
 
 
 class _Finite:
@@ -254,17 +270,18 @@ class Upscaler:
         fmt: str | None = None,
         quality: int | None = None,
         on_tile: Callable[[int, int], None] | None = None,
-    ) -> Callable[[], None]:
-        """Upscale a decoded picture into the file ``dst`` in bounded memory; returns ``finish()``.
+    ) -> Finish:
+        """Upscale a decoded picture for the file ``dst`` in bounded memory; ``finish()`` writes it.
 
         Before the network runs, the output size is checked against the format's limits
         and the memory an image needs (:meth:`~lia_upscale.engine.Engine.working_bytes`)
         against :attr:`max_memory`: tiles shrink until it fits, and an image that cannot
         fit raises LiaError naming the numbers. PNG and TIFF are written band by band
-        while the network runs (their memory does not grow with the image's height) and
-        ``finish`` does nothing; JPEG, WEBP and BMP keep only the integer samples, and
-        ``finish`` encodes and writes them (a batch calls it in another thread). Alpha is
-        upscaled first, only for formats that keep it. Nothing is left at ``dst`` on failure.
+        while the network runs (their memory does not grow with the image's height) to a
+        temporary file that ``finish()`` moves in place; JPEG, WEBP and BMP keep only the
+        integer samples, and ``finish()`` encodes and writes them (a batch calls it in
+        another thread). ``finish.discard()`` drops an unfinished write. Alpha is upscaled
+        first, only for formats that keep it. Nothing is left at ``dst`` on failure.
         """
         dst = Path(dst)
         fmt = images.format_name(fmt or images.format_for_suffix(dst))
@@ -279,14 +296,14 @@ class Upscaler:
             if layout.alpha:
                 alpha = np.empty(size, dtype=layout.dtype)
                 self._alpha_into(picture, alpha, layout.bits, on_tile, tile)
-            images.write_streamed(
+            staged = images.write_streamed(
                 dst, fmt, layout, picture, size,
                 lambda sink: self.engine.run_into(picture.rgb, _Finite(sink), on_tile, tile=tile),
                 dpi_scale=s, alpha=alpha,
             )
-            return lambda: None
+            return Finish(lambda: images.commit(staged), staged.discard)
         store = self._into_samples(picture, layout, on_tile, tile)
-        return lambda: images.save_samples(store.samples, layout, picture, dst, fmt, quality, dpi_scale=s)
+        return Finish(lambda: images.save_samples(store.samples, layout, picture, dst, fmt, quality, dpi_scale=s))
 
     def plan_tile(self, picture: images.Picture, layout: images.Layout, streamed: bool) -> int:
         """The tile edge for writing ``picture`` with ``layout`` within :attr:`max_memory`.

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_writer", "atomic_write", "remove_stale_temporaries", "STALE_AFTER_S"]
+__all__ = ["StagedFile", "atomic_writer", "atomic_write", "remove_stale_temporaries", "STALE_AFTER_S"]
 
 #: A temporary file of ours older than this is a leftover (no write takes that long).
 STALE_AFTER_S = 600.0
@@ -70,28 +70,68 @@ def _temp_prefix(name: str) -> str:
     return f".{name}."
 
 
+class StagedFile:
+    """A file written under a temporary name in its target folder, moved in place by
+    :meth:`commit` (after fsync) or removed by :meth:`discard`: a write whose last step
+    can come later, e.g. from the thread that reports it.
+
+    ``fp`` is a binary file open for reading and writing (a writer may patch what it wrote).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        mode = _mode_for(self.path)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=_temp_prefix(self.path.name), suffix=_SUFFIX)
+        self._tmp = Path(tmp)
+        try:
+            self.fp: BinaryIO = os.fdopen(fd, "w+b")
+            if hasattr(os, "fchmod"):
+                os.fchmod(self.fp.fileno(), mode)  # mkstemp's 0600 would stick
+        except BaseException:
+            os.close(fd)
+            self._tmp.unlink(missing_ok=True)
+            raise
+        self._open = True
+
+    def commit(self) -> None:
+        """Flush, fsync, close and move the file to its path; removes it on failure."""
+        if not self._open:
+            raise ValueError(f"{self.path}: already committed or discarded")
+        try:
+            self.fp.flush()
+            os.fsync(self.fp.fileno())
+            self.fp.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.discard()
+            raise
+        self._open = False
+
+    def discard(self) -> None:
+        """Close and remove the temporary file (safe to call more than once)."""
+        self._open = False
+        try:
+            self.fp.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_writer(path: Path) -> Iterator[BinaryIO]:
     """Write ``path`` through a temporary file in the same folder, moved in place on success.
 
-    Yields a binary file. On any error or interrupt the temporary file is removed and
-    ``path`` is left as it was: the old file, absent, or (after success) the complete new one.
+    Yields a binary file (readable too). On any error or interrupt the temporary file is
+    removed and ``path`` is left as it was: the old file, absent, or (after success) the
+    complete new one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = _mode_for(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path.name), suffix=_SUFFIX)
+    staged = StagedFile(path)
     try:
-        with os.fdopen(fd, "w+b") as f:  # readable too: a TIFF writer patches what it wrote
-            if hasattr(os, "fchmod"):
-                os.fchmod(f.fileno(), mode)  # mkstemp's 0600 would stick
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        yield staged.fp
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        staged.discard()
         raise
+    staged.commit()
 
 
 def atomic_write(dst: Path, write: Callable[[BinaryIO], None]) -> None:

@@ -16,7 +16,7 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .. import images
-from ..api import NetworkOutput, Upscaler
+from ..api import Finish, NetworkOutput, Upscaler
 from ..engine.threads import shared_threads
 from ..errors import LiaError
 from ..files import remove_stale_temporaries
@@ -76,6 +76,7 @@ class _Pending:
     job: Job
     started: float
     future: Future
+    finish: Finish
 
 
 def _run_into(future: Future, fn: Callable[..., object], *args: object) -> None:
@@ -108,7 +109,7 @@ def _upscale_part(
     quality: int | None,
     outscale: float | None,
     on_tile: Callable[[int, int], None] | None,
-) -> Callable[[], None]:
+) -> Finish:
     """The network's part of one image; returns the part left for the encoder thread.
 
     Without ``outscale`` the image goes through :meth:`Upscaler.render` (bounded memory;
@@ -118,7 +119,7 @@ def _upscale_part(
     if outscale is None:
         return upscaler.render(picture, job.dst, job.fmt, quality, on_tile)
     output = upscaler.run_network(picture, on_tile)
-    return lambda: _finish_and_save(upscaler, picture, output, job, quality, outscale)
+    return Finish(lambda: _finish_and_save(upscaler, picture, output, job, quality, outscale))
 
 
 class _Stopped(Exception):
@@ -232,11 +233,16 @@ def run_jobs(
                     finish_writes(None)
                     report(Outcome(job, "failed", time.perf_counter() - started, _reason(exc)))
                     continue
-                # a bounded number of finished images waits for its encoder: bounds memory
-                finish_writes(ENCODES_IN_FLIGHT - 1)
+                pending = _Pending(job, started, Future(), finish)
+                try:
+                    # a bounded number of finished images waits for its encoder: bounds memory
+                    finish_writes(ENCODES_IN_FLIGHT - 1)
+                except BaseException:
+                    finish.discard()  # interrupted before it was listed: its file never appears
+                    raise
                 # listed before it is submitted, so an interrupt cannot lose a write
-                pending = _Pending(job, started, Future())
-                writing.append(pending)
+                with interrupt_after():
+                    writing.append(pending)
                 encoder.submit(_run_into, pending.future, finish)
                 del picture, finish
             finish_writes(0)
@@ -245,7 +251,8 @@ def run_jobs(
                 if r is not None:
                     r.cancel()
             for p in writing:  # interrupted before its submission: it never starts
-                p.future.cancel()
+                if p.future.cancel():
+                    p.finish.discard()
             finish_writes(0)
             raise
     return outcomes
@@ -289,8 +296,12 @@ def _run_lanes(
             h, w = picture.rgb.shape[:2]
             ev.on_start(job, h * w)
             finish = _upscale_part(upscaler, picture, job, quality, outscale, tile_counter(index))
-            with lock:
-                in_flight.pop(index, None)
+            try:
+                with lock:
+                    in_flight.pop(index, None)
+            except BaseException:
+                finish.discard()
+                raise
             finish()
         except _Stopped:
             return None

@@ -20,7 +20,7 @@ from .encoder import (
     to_pil,
 )
 from .picture import FORMAT_SUFFIXES, FORMATS, JPEG_QUALITY, KINDS, WEBP_QUALITY, Kind, Picture
-from .output import save, save_samples, write_streamed
+from .output import commit, save, save_samples, write_streamed
 from .rows import AlphaPlane, Layout, SampleStore, quantize_value
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "max_pixels",
     "set_max_pixels",
     "write_streamed",
+    "commit",
     "STREAMED_FORMATS",
     "check_output",
     "format_name",

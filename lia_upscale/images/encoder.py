@@ -179,7 +179,7 @@ def encode_samples(
     try:
         if fmt == "TIFF":
             write_tiff(buf, samples, icc, exif, dpi)
-        elif fmt == "PNG" and layout.bits == 16:
+        elif fmt == "PNG":  # our writer at both depths: the same bytes as a streamed PNG
             write_png(buf, samples, layout, icc, None if exif is None else exif.tobytes(), dpi)
         else:
             _write_pillow(buf, samples, fmt, icc, exif, dpi, quality)

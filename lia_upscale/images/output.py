@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OutputError
-from ..files import atomic_write
+from ..files import StagedFile, atomic_write
 from .encoder import encode_bytes, encode_samples, format_for_suffix, stream_writer
 from .picture import Picture
 from .rows import Layout, PngStream
 from .tiff import TiffStream
 
-__all__ = ["save", "save_samples", "write_streamed"]
+__all__ = ["save", "save_samples", "write_streamed", "commit"]
 
 
 def _write(dst: Path, write: Callable) -> None:
@@ -51,19 +51,35 @@ def write_streamed(
     dst: Path, fmt: str, layout: Layout, picture: Picture, size: tuple[int, int],
     fill: Callable[[PngStream | TiffStream], None], *, dpi_scale: float = 1.0,
     alpha: np.ndarray | None = None,
-) -> None:
-    """Write a PNG or TIFF of ``size`` (H, W) to ``dst`` atomically while ``fill(sink)``
-    computes it band by band (see :func:`~lia_upscale.images.encoder.stream_writer`).
-
-    If ``fill`` raises, nothing is left at ``dst`` (an older file there stays)."""
-
-    def write(fp) -> None:
-        sink = stream_writer(fp, fmt, layout, picture, size[1], size[0], dpi_scale=dpi_scale, alpha=alpha)
+) -> StagedFile:
+    """Write a PNG or TIFF of ``size`` (H, W) for ``dst`` while ``fill(sink)`` computes it
+    band by band (see :func:`~lia_upscale.images.encoder.stream_writer`); returns the
+    finished file still under its temporary name: ``commit()`` moves it to ``dst``,
+    ``discard()`` removes it. If anything fails, nothing is left behind."""
+    try:
+        staged = StagedFile(dst)
+    except OSError as exc:
+        raise OutputError(f"cannot write {dst}: {exc.strerror or exc}") from None
+    try:
+        sink = stream_writer(staged.fp, fmt, layout, picture, size[1], size[0], dpi_scale=dpi_scale, alpha=alpha)
         try:
             fill(sink)
         except BaseException:
             sink.abort()
             raise
         sink.close()
+    except OSError as exc:
+        staged.discard()
+        raise OutputError(f"cannot write {dst}: {exc.strerror or exc}") from None
+    except BaseException:
+        staged.discard()
+        raise
+    return staged
 
-    _write(dst, write)
+
+def commit(staged: StagedFile) -> None:
+    """Move a :func:`write_streamed` file in place; disk problems become OutputError."""
+    try:
+        staged.commit()
+    except OSError as exc:
+        raise OutputError(f"cannot write {staged.path}: {exc.strerror or exc}") from None

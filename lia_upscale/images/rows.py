@@ -23,6 +23,7 @@ __all__ = ["Layout", "quantize", "luma", "SampleStore", "AlphaPlane", "quantize_
 
 _LUMA: Final = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
+_IDAT: Final = 1 << 20  # bytes of compressed data per IDAT chunk
 
 
 @dataclass(frozen=True)
@@ -187,8 +188,7 @@ class _PngWriter:
         if exif is not None:
             self._chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif)
         self._packer = zlib.compressobj(6)
-        self._pending: list[bytes] = []
-        self._size = 0
+        self._pending = bytearray()
         self._previous: np.ndarray | None = None
 
     def _chunk(self, ctype: bytes, body: bytes) -> None:
@@ -201,19 +201,20 @@ class _PngWriter:
         big = samples.astype(">u2") if self.layout.bits == 16 else np.ascontiguousarray(samples)
         raw = big.view(np.uint8).reshape(n, -1)
         for block in png_filter_rows(raw, self.layout.bytes_per_pixel(), self._previous):
-            out = self._packer.compress(block)
-            if out:
-                self._pending.append(out)
-                self._size += len(out)
-            if self._size >= 1 << 20:
-                self._chunk(b"IDAT", b"".join(self._pending))
-                self._pending, self._size = [], 0
+            self._pending += self._packer.compress(block)
+            # IDAT chunks of exactly _IDAT bytes: the file does not depend on the bands' sizes
+            while len(self._pending) >= _IDAT:
+                self._chunk(b"IDAT", bytes(self._pending[:_IDAT]))
+                del self._pending[:_IDAT]
         self._previous = raw[-1].copy()
 
     def close(self) -> None:
         """Flush the compressor and write the end."""
-        self._pending.append(self._packer.flush())
-        self._chunk(b"IDAT", b"".join(self._pending))
+        self._pending += self._packer.flush()
+        while len(self._pending) > _IDAT:
+            self._chunk(b"IDAT", bytes(self._pending[:_IDAT]))
+            del self._pending[:_IDAT]
+        self._chunk(b"IDAT", bytes(self._pending))
         self._chunk(b"IEND", b"")
 
 
