@@ -335,7 +335,7 @@ class Upscaler:
     ) -> Path:
         """Decode ``src``, upscale, and write ``dst`` atomically (format from ``fmt`` or ``dst``'s suffix)."""
         dst = Path(dst)
-        picture = images.decode(Path(src))
+        picture = images.decode(Path(src), samples=True)
         if outscale:
             result = self.upscale_picture(picture, outscale, on_tile)
             images.save(result, dst, fmt, quality, dpi_scale=result.height / picture.height)

@@ -193,19 +193,25 @@ def test_failed_write_leaves_nothing(tmp_path: Path, nearest_weights, monkeypatc
     root.mkdir()
     for i in range(3):
         Image.fromarray(_pattern(8, 8, 3, i)).save(root / f"p{i}.png")
-    real = save_module.atomic_write
+    real = save_module.StagedFile  # what a PNG is written through, band by band
 
-    def full_disk(dst, write):
-        if dst.name != "p1.png":
-            return real(dst, write)
+    class FullDisk(real):
+        def __init__(self, path):
+            super().__init__(path)
+            if self.path.name == "p1.png":  # p1's write hits a full disk halfway, inside the real file
+                raw = self.fp
 
-        def partial(fp):  # p1's write hits a full disk halfway, inside the real writer
-            fp.write(b"partial")
-            raise OSError(28, "No space left on device")
+                class Full:
+                    def __getattr__(self, name):
+                        return getattr(raw, name)
 
-        return real(dst, partial)
+                    def write(self, data):
+                        raw.write(b"partial")
+                        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(save_module, "atomic_write", full_disk)  # what images.save writes with
+                self.fp = Full()
+
+    monkeypatch.setattr(save_module, "StagedFile", FullDisk)
     out = tmp_path / "out"
     code, lines, _ = _run([str(root), str(out), "--weights", str(nearest_weights[2]), "--json"])
     assert code == 1

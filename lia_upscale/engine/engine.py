@@ -40,6 +40,8 @@ DEFAULT_CPU_TILE = 1032
 LARGE_IMAGE_PIXELS = 2_000_000
 REUSE_BUDGET_BYTES = 2 << 30
 _REUSE_MAPS = 6
+#: float32(1 / 255): what the decoder multiplies 8-bit samples by
+_BYTE_SCALE = float(np.float32(1.0 / 255.0))
 
 
 def default_tile(device: torch.device) -> int:
@@ -108,6 +110,8 @@ class Engine:
         self, batch: torch.Tensor, regions: Sequence[tiling.Region], full: tuple[int, int]
     ) -> torch.Tensor:
         placements = [Placement(r.top, r.left, full[0], full[1]) for r in regions]
+        if batch.dtype == torch.uint8:  # 8-bit samples: the decoder's own conversion, exactly
+            batch = batch.to(self.device).to(torch.float32).mul_(_BYTE_SCALE)
         x = batch.to(self.device, self.dtype).contiguous(memory_format=torch.channels_last)
         y = infer(self._module, x, placements)
         if self.dtype != torch.float32 and not bool(torch.isfinite(y).all()):
@@ -132,6 +136,7 @@ class Engine:
         h, w = size
         pixels = h * w
         s, ctx, band = self.scale, self.contract.context, self.contract.band
+        # 4 bytes an input pixel: its 8-bit samples as decoded (and a float alpha, rarely)
         tile = self.tile if tile is None else tile
         edge = max(h, w) if tile <= 0 else min(tile, max(h, w))
         batch = pixels  # input pixels per network call: the whole image, or a batch of tiles
@@ -141,7 +146,7 @@ class Engine:
         merge = 2 * 12 * ((min(edge, h) + 2 * band) * s) * ((min(edge, w) + 2 * band) * s)
         bands = 2 * 12 * (2 * band * s) * (w * s)
         rows = 0 if kept else 3 * 4 * (min(edge, h) * s) * (w * s)
-        return int(16 * pixels + _REUSE_MAPS * map_bytes + 12 * batch * s * s + merge + bands + rows
+        return int(4 * pixels + _REUSE_MAPS * map_bytes + 12 * batch * s * s + merge + bands + rows
                    + kept * pixels * s * s)
 
     def tile_for(self, size: tuple[int, int], kept: float, budget: int) -> int | None:
@@ -185,7 +190,7 @@ class Engine:
     def run(
         self, rgb: np.ndarray | torch.Tensor, on_tile: Callable[[int, int], None] | None = None
     ) -> torch.Tensor:
-        """Upscale an (H, W, 3) float array or (3, H, W) tensor in [0, 1].
+        """Upscale an (H, W, 3) float array or (3, H, W) tensor in [0, 1] (or uint8 samples).
 
         Returns a (3, sH, sW) float32 CPU tensor, not clamped.
         """
@@ -205,7 +210,7 @@ class Engine:
         self, rgb: np.ndarray, sink: ArraySink, on_tile: Callable[[int, int], None] | None = None,
         *, tile: int | None = None,
     ) -> None:
-        """Upscale an (H, W, 3) float array in [0, 1], handing finished pixels to ``sink``.
+        """Upscale an (H, W, 3) float array in [0, 1] (or uint8 samples), handing finished pixels to ``sink``.
 
         ``sink.put(top, left, block)`` gets (h, w, 3) float32 numpy pixels (not clamped) as
         soon as no later tile reaches them, ``sink.done(rows)`` after each grid row,

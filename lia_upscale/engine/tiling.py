@@ -382,9 +382,9 @@ def upscale(
 
 
 def _check_image(image: torch.Tensor) -> tuple[int, int, int]:
-    if image.ndim != 3 or not image.is_floating_point():
+    if image.ndim != 3 or not (image.is_floating_point() or image.dtype == torch.uint8):
         raise ValueError(
-            f"expected a (C, H, W) floating tensor, got {image.dtype} {tuple(image.shape)}"
+            f"expected a (C, H, W) floating or uint8 tensor, got {image.dtype} {tuple(image.shape)}"
         )
     c, height, width = image.shape
     if height < 1 or width < 1:
@@ -404,7 +404,7 @@ def upscale_into(
 ) -> TileRun:
     """Upscale ``image`` tile by tile through ``fn``, handing finished pixels to ``sink``.
 
-    ``image``: (C, H, W) floating tensor on any device, in any float dtype; tiles are cut
+    ``image``: (C, H, W) floating (or uint8) tensor on any device; tiles are cut
     from it as they are (same device and dtype) and handed to ``fn`` in batches of
     identical shape (neighbours in one grid row) totalling at most ``max_batch_pixels``
     input pixels (at least one tile). ``fn(batch, regions, full_size)`` must return
@@ -437,7 +437,8 @@ def upscale_into(
     pad_h, pad_w = max(0, contract.min_size - height), max(0, contract.min_size - width)
     s = contract.scale
     if pad_h or pad_w:
-        image = F.pad(image[None], (0, pad_w, 0, pad_h), mode="replicate")[0]
+        work = image if image.is_floating_point() else image.float()  # replicate padding is float-only
+        image = F.pad(work[None], (0, pad_w, 0, pad_h), mode="replicate")[0].to(image.dtype)
         sink = _Cropped(sink, height * s, width * s)
     full_h, full_w = image.shape[-2:]
     retries = 0

@@ -61,8 +61,11 @@ _OPEN_FORMATS: Final = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
 _SUPPORTED_TEXT: Final = "not a PNG, JPEG, WEBP, TIFF or BMP image"
 
 
-def decode(source: str | Path | bytes | BinaryIO) -> Picture:
+def decode(source: str | Path | bytes | BinaryIO, *, samples: bool = False) -> Picture:
     """Decode an image file into a :class:`Picture`, EXIF orientation applied first.
+
+    ``samples``: keep 8-bit colour as its uint8 samples in ``rgb`` (a quarter of the
+    memory of float32; the engine converts tiles as it cuts them) instead of float32.
 
     ``source`` is a path, the file's bytes, or a binary stream (read to its end).
     Reads 8-bit RGB, RGBA, L, LA, 1-bit, P (with tRNS transparency) and CMYK (JPEG, TIFF)
@@ -85,7 +88,7 @@ def decode(source: str | Path | bytes | BinaryIO) -> Picture:
         if tiff_tags is not None and _tiff_is_16bit_color(tiff_tags):
             # Pillow truncates these (and cannot open 16-bit gray+alpha at all)
             fmt, exif = "TIFF", tiff_tags
-            samples, kind, alpha_key = _tiff16(name, data)
+            pixels, kind, alpha_key = _tiff16(name, data)
             icc = tiff_tags.get(0x8773)
             icc = bytes(icc) if isinstance(icc, (bytes, bytearray)) and icc else None
             dpi = _tiff_dpi(tiff_tags)
@@ -97,12 +100,12 @@ def decode(source: str | Path | bytes | BinaryIO) -> Picture:
             icc = im.info.get("icc_profile") or None
             dpi = _dpi(im.info.get("dpi"))
             if fmt == "PNG" and data[24] == 16 and data[25] in (2, 4, 6):
-                samples, kind, alpha_key = _png16(name, data, im)
+                pixels, kind, alpha_key = _png16(name, data, im)
             else:
-                samples, kind, alpha_key, icc = _pillow_pixels(name, im, icc)
+                pixels, kind, alpha_key, icc = _pillow_pixels(name, im, icc)
         orientation = _orientation(exif)
 
-    rgb, alpha, bit_depth = _to_float(samples, alpha_key)
+    rgb, alpha, bit_depth = _to_float(pixels, alpha_key, keep_8bit=samples)
     if alpha is not None and kind in ("rgb", "gray"):  # a tRNS colour key became alpha
         kind = "rgba" if kind == "rgb" else "gray_alpha"
     if orientation != 1:
@@ -369,8 +372,11 @@ def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
-def _to_float(samples: np.ndarray, key: object) -> tuple[np.ndarray, np.ndarray | None, int]:
-    """(H, W, C) uint8/uint16 samples -> float rgb (H, W, 3), alpha (H, W) or None, depth."""
+def _to_float(
+    samples: np.ndarray, key: object, *, keep_8bit: bool = False
+) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """(H, W, C) uint8/uint16 samples -> float rgb (H, W, 3), alpha (H, W) or None, depth.
+    ``keep_8bit``: 8-bit colour stays uint8 (alpha is float all the same)."""
     bit_depth = 16 if samples.dtype == np.uint16 else 8
     scale = np.float32(1.0 / (65535.0 if bit_depth == 16 else 255.0))
     channels = samples.shape[2]
@@ -380,7 +386,11 @@ def _to_float(samples: np.ndarray, key: object) -> tuple[np.ndarray, np.ndarray 
         alpha = samples[..., -1].astype(np.float32) * scale
     elif key is not None:
         alpha = _key_alpha(color, key)
-    rgb = color.astype(np.float32) * scale
+    if keep_8bit and bit_depth == 8:
+        # an array of our own: Pillow's buffers are read-only, and torch wants to own them
+        rgb = color.copy() if not (color.flags.c_contiguous and color.flags.writeable) else color
+    else:
+        rgb = color.astype(np.float32) * scale
     if rgb.shape[2] == 1:
         rgb = np.repeat(rgb, 3, axis=2)
     return rgb, alpha, bit_depth

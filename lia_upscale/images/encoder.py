@@ -243,7 +243,7 @@ def _format_name(fmt: str) -> str:
 
 def _samples(picture: Picture, gray: bool, keep_alpha: bool, bits: int) -> np.ndarray:
     """(H, W, C) integer samples: C is 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA)."""
-    rgb = picture.rgb
+    rgb = picture.float_rgb()
     color = luma(rgb) if gray else rgb
     planes = [quantize(color, bits)]
     if keep_alpha and picture.alpha is not None:

@@ -81,6 +81,8 @@ class Picture:
 
     Attributes:
         rgb: float32 array (H, W, 3) in [0, 1]; gray inputs are repeated into 3 channels.
+            A picture decoded with ``decode(..., samples=True)`` holds its 8-bit samples
+            here instead (uint8, a quarter of the memory); :meth:`float_rgb` reads either.
         alpha: float32 array (H, W) in [0, 1], or None when the input had no transparency.
         bit_depth: 8 or 16, the sample depth of the input.
         kind: what the input stored ("rgb", "rgba", "gray", "gray_alpha", "palette",
@@ -105,8 +107,8 @@ class Picture:
         rgb = self.rgb
         if not (isinstance(rgb, np.ndarray) and rgb.ndim == 3 and rgb.shape[2] == 3):
             raise ValueError(f"rgb must be an (H, W, 3) array, got {getattr(rgb, 'shape', rgb)!r}")
-        if rgb.dtype != np.float32:
-            raise ValueError(f"rgb must be float32, got {rgb.dtype}")
+        if rgb.dtype not in (np.float32, np.uint8):
+            raise ValueError(f"rgb must be float32 (or uint8 samples), got {rgb.dtype}")
         if self.alpha is not None:
             alpha = self.alpha
             if not isinstance(alpha, np.ndarray) or alpha.shape != rgb.shape[:2]:
@@ -120,6 +122,13 @@ class Picture:
             raise ValueError(f"bit_depth must be 8 or 16, got {self.bit_depth!r}")
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+
+    def float_rgb(self) -> np.ndarray:
+        """:attr:`rgb` as float32 in [0, 1] (converted from 8-bit samples, exactly as
+        :func:`decode` converts them, when it holds those)."""
+        if self.rgb.dtype == np.uint8:
+            return self.rgb.astype(np.float32) * np.float32(1.0 / 255.0)
+        return self.rgb
 
     @property
     def width(self) -> int:

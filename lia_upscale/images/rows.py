@@ -19,7 +19,7 @@ from typing import BinaryIO, Final
 
 import numpy as np
 
-__all__ = ["Layout", "quantize", "luma", "SampleStore", "AlphaPlane", "quantize_value", "PngStream", "png_filter_rows", "write_png"]
+__all__ = ["Layout", "quantize", "luma", "SampleStore", "AlphaPlane", "quantize_value", "PngStream", "RowBands", "png_filter_rows", "write_png"]
 
 _LUMA: Final = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
@@ -123,7 +123,9 @@ class AlphaPlane:
     def put(self, top: int, left: int, block: np.ndarray) -> None:
         """Average, quantise and place finished (h, w, 3) float pixels."""
         h, w = block.shape[:2]
-        quantize(block.mean(axis=2, dtype=np.float32), self.bits, self.plane[top : top + h, left : left + w])
+        # clamped before the mean, as the float path (Upscaler.finish_picture) does
+        mean = np.clip(block, 0.0, 1.0).mean(axis=2, dtype=np.float32)
+        quantize(mean, self.bits, self.plane[top : top + h, left : left + w])
 
     def done(self, rows: int) -> None:
         """Nothing to do."""
@@ -226,23 +228,71 @@ def write_png(fp: BinaryIO, samples: np.ndarray, layout: Layout, icc: bytes | No
     writer.close()
 
 
-class PngStream:
+class RowBands:
+    """Finished pixels gathered into bands of whole rows, for writers that go row by row.
+
+    Every tile of a grid row puts the same rows (the assembler's contract), so the first
+    :meth:`put` of a band sizes it and later puts quantise straight into it; :meth:`done`
+    completes the band (alpha rows added) and hands it to :meth:`write_band`. With one
+    band being filled and one being written, memory is two bands, whatever the height.
+    """
+
+    def __init__(self, width: int, height: int, layout: Layout, alpha: np.ndarray | None) -> None:
+        if layout.alpha and (alpha is None or alpha.shape != (height, width)):
+            raise ValueError("a layout with alpha needs the (H, W) alpha samples first")
+        self.width, self.height, self.layout = width, height, layout
+        self._alpha = alpha
+        self._reset()
+
+    def _reset(self) -> None:
+        self._flushed = 0
+        self._band: np.ndarray | None = None
+
+    def put(self, top: int, left: int, block: np.ndarray) -> None:
+        """Quantise finished (h, w, 3) float pixels into the band of their rows."""
+        h, w = block.shape[:2]
+        if self._band is None:
+            if top != self._flushed:
+                raise ValueError(f"rows from {top} put before rows from {self._flushed} were done")
+            self._band = np.empty((h, self.width, self.layout.channels), dtype=self.layout.dtype)
+        off = top - self._flushed
+        if off < 0 or off + h > self._band.shape[0]:
+            raise ValueError(f"rows {top}..{top + h} fall outside the band being gathered")
+        n = self.layout.color_channels
+        quantize(_color(self.layout, block), self.layout.bits, self._band[off : off + h, left : left + w, :n])
+
+    def done(self, rows: int) -> None:
+        """Rows up to ``rows`` are complete: write the band."""
+        if rows <= self._flushed:
+            return
+        band = self._band
+        if band is None or band.shape[0] != rows - self._flushed:
+            raise ValueError(f"rows {self._flushed}..{rows} were not put as one band")
+        if self._alpha is not None:
+            band[..., -1] = self._alpha[self._flushed : rows]
+        self._band, self._flushed = None, rows
+        self.write_band(band)
+
+    def write_band(self, band: np.ndarray) -> None:
+        """Write (n, width, channels) samples, the next rows of the file."""
+        raise NotImplementedError
+
+
+class PngStream(RowBands):
     """A sink that writes a PNG to ``fp`` band by band as rows finish.
 
     Finished RGB is quantised per :class:`Layout`; ``alpha`` (H, W) samples, when the
     layout has alpha, must be complete before the colour pass starts (run the alpha pass
     into an (H, W) array first). Compression of one band runs in a worker thread while the
-    next band is computed; at most one band waits. Call :meth:`close` at the end.
+    next band is computed. Call :meth:`close` at the end (or :meth:`abort`).
     """
 
     def __init__(self, fp: BinaryIO, width: int, height: int, layout: Layout, *, icc: bytes | None = None,
                  exif: bytes | None = None, dpi: tuple[float, float] | None = None,
                  alpha: np.ndarray | None = None) -> None:
-        if layout.alpha and (alpha is None or alpha.shape != (height, width)):
-            raise ValueError("a layout with alpha needs the (H, W) alpha samples first")
-        self.fp, self.width, self.height, self.layout = fp, width, height, layout
+        super().__init__(width, height, layout, alpha)
+        self.fp = fp
         self._meta = (icc, exif, dpi)
-        self._alpha = alpha
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="png-rows")
         self._start()
 
@@ -250,34 +300,13 @@ class PngStream:
         self.fp.seek(0)
         self.fp.truncate()
         self._writer = _PngWriter(self.fp, self.width, self.height, self.layout, *self._meta)
-        self._flushed = 0
-        self._blocks: list[tuple[int, int, np.ndarray]] = []
         self._job: Future | None = None
+        self._reset()
 
-    def put(self, top: int, left: int, block: np.ndarray) -> None:
-        """Quantise finished (h, w, 3) float pixels; they are written when their rows are done."""
-        q = quantize(_color(self.layout, block), self.layout.bits)
-        self._blocks.append((top, left, q))
-
-    def done(self, rows: int) -> None:
-        """Write rows up to ``rows`` (all of them must have been put)."""
-        if rows <= self._flushed:
-            return
-        band = np.empty((rows - self._flushed, self.width, self.layout.channels), dtype=self.layout.dtype)
-        n = self.layout.color_channels
-        keep = []
-        for top, left, q in self._blocks:
-            lo, hi = max(top, self._flushed), min(top + q.shape[0], rows)
-            if lo < hi:
-                band[lo - self._flushed : hi - self._flushed, left : left + q.shape[1], :n] = q[lo - top : hi - top]
-            if top + q.shape[0] > rows:
-                keep.append((top, left, q))
-        if self._alpha is not None:
-            band[..., -1] = self._alpha[self._flushed : rows]
-        self._blocks = keep
+    def write_band(self, band: np.ndarray) -> None:
+        """Compress and write ``band`` in the worker thread (after the previous band)."""
         self._wait()
         self._job = self._pool.submit(self._writer.rows, band)
-        self._flushed = rows
 
     def _wait(self) -> None:
         if self._job is not None:

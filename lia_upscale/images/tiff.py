@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .picture import EXIF_IFD_TAG, GPS_IFD_TAG, ORIENTATION_TAG, TIFF_DESCRIPTIVE_TAGS
-from .rows import Layout, luma, quantize
+from .rows import Layout, RowBands
 
 __all__ = ["write_tiff", "TiffStream"]
 
@@ -136,21 +136,21 @@ def _strip(rows: np.ndarray) -> bytes:
     return zlib.compress(d.tobytes(), 6)
 
 
-class TiffStream:
+class TiffStream(RowBands):
     """A sink that writes a TIFF to ``fp`` as rows finish (strips, deflate, predictor).
 
     Like :class:`~lia_upscale.images.rows.PngStream`: finished RGB is quantised per
     ``layout``; ``alpha`` (H, W) samples come complete beforehand when the layout has
     alpha; call :meth:`close` at the end (or :meth:`abort`). ``fp`` must be seekable.
+    tifffile runs in a worker thread and pulls the strips as bands arrive.
     """
 
     def __init__(self, fp: BinaryIO, width: int, height: int, layout: Layout, *, icc: bytes | None = None,
                  exif: Image.Exif | None = None, dpi: tuple[float, float] | None = None,
                  alpha: np.ndarray | None = None) -> None:
-        if layout.alpha and (alpha is None or alpha.shape != (height, width)):
-            raise ValueError("a layout with alpha needs the (H, W) alpha samples first")
-        self.fp, self.width, self.height, self.layout = fp, width, height, layout
-        self._icc, self._exif, self._dpi, self._alpha = icc, exif, dpi, alpha
+        super().__init__(width, height, layout, alpha)
+        self.fp = fp
+        self._icc, self._exif, self._dpi = icc, exif, dpi
         self.rows_per_strip = max(1, _STRIP_BYTES // (width * layout.bytes_per_pixel()))
         self._start()
 
@@ -159,8 +159,7 @@ class TiffStream:
 
         self.fp.seek(0)
         self.fp.truncate()
-        self._flushed = 0
-        self._blocks: list[tuple[int, int, np.ndarray]] = []
+        self._reset()
         self._rest: np.ndarray | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
@@ -198,38 +197,15 @@ class TiffStream:
                 if not self._thread.is_alive():
                     raise RuntimeError("the TIFF writer stopped") from self._error
 
-    def put(self, top: int, left: int, block: np.ndarray) -> None:
-        """Quantise finished (h, w, 3) float pixels; they are written when their rows are done."""
-        q = quantize(luma(block) if self.layout.gray else block, self.layout.bits)
-        self._blocks.append((top, left, q))
-
-    def done(self, rows: int) -> None:
-        """Write the whole strips among rows up to ``rows`` (all of them must have been put)."""
-        if rows <= self._flushed:
-            return
-        band = np.empty((rows - self._flushed, self.width, self.layout.channels), dtype=self.layout.dtype)
-        n = self.layout.color_channels
-        keep = []
-        for top, left, q in self._blocks:
-            lo, hi = max(top, self._flushed), min(top + q.shape[0], rows)
-            if lo < hi:
-                band[lo - self._flushed : hi - self._flushed, left : left + q.shape[1], :n] = q[lo - top : hi - top]
-            if top + q.shape[0] > rows:
-                keep.append((top, left, q))
-        if self._alpha is not None:
-            band[..., -1] = self._alpha[self._flushed : rows]
-        self._blocks = keep
-        self._flushed = rows
+    def write_band(self, band: np.ndarray) -> None:
+        """Send the whole strips of ``band`` (and what was left of the last) to the writer."""
         if self._rest is not None:
             band = np.concatenate([self._rest, band])
-        whole = band.shape[0] if rows == self.height else band.shape[0] // self.rows_per_strip * self.rows_per_strip
+        last = self._flushed == self.height
+        whole = band.shape[0] if last else band.shape[0] // self.rows_per_strip * self.rows_per_strip
         self._rest = band[whole:].copy() if whole < band.shape[0] else None
         if whole:
             self._send(band[:whole])
-
-    def _finish_thread(self) -> None:
-        self._send(None)
-        self._thread.join()
 
     def restart(self) -> None:
         """Start the file over (the image is computed again)."""
@@ -241,7 +217,8 @@ class TiffStream:
         if self._flushed != self.height:
             self.abort()
             raise ValueError(f"only {self._flushed} of {self.height} rows were written")
-        self._finish_thread()
+        self._send(None)
+        self._thread.join()
         if self._error is not None:
             raise self._error
         if self._pointers:
@@ -250,11 +227,6 @@ class TiffStream:
     def abort(self) -> None:
         """Stop without finishing (the caller removes the file)."""
         self._error = self._error or RuntimeError("aborted")
-        try:
-            self._queue.put_nowait(None)
-        except queue.Full:
-            pass
-        # the writer drains the queue until None once it sees the error; give it one
         while self._thread.is_alive():
             try:
                 self._queue.put(None, timeout=0.1)
