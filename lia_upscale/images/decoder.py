@@ -1,15 +1,17 @@
 """Decode and encode the image files a photo folder holds, carrying their metadata.
 
-``decode`` turns PNG, JPEG, WEBP, TIFF or BMP data into a :class:`Picture`: float32 RGB in
-[0, 1] with EXIF orientation already applied, a separate alpha plane, and what is needed
-to write the result back in the matching mode (gray stays gray, 16-bit stays 16-bit where
-the format can hold it) with its ICC profile, EXIF (orientation 1) and DPI.
+``decode`` turns PNG, JPEG, WEBP, TIFF, BMP, HEIF (HEIC) or AVIF data into a
+:class:`Picture`: float32 RGB in [0, 1] with EXIF orientation already applied, a separate
+alpha plane, and what is needed to write the result back in the matching mode (gray stays
+gray, 16-bit stays 16-bit where the format can hold it) with its ICC profile, EXIF
+(orientation 1), XMP and DPI.
 ``encode`` writes a picture (usually one whose pixels were replaced by upscaled ones,
 :meth:`Picture.with_pixels`) to a binary stream.
 
 Pillow decodes everything except the samples it truncates to 8 bits: 16-bit colour PNG
 (RGB, RGBA, gray+alpha) goes through Pillow's own zlib/PNG-filter decoder twice (high and
-low bytes), and 16-bit colour TIFF through ``tifffile``. Nothing here imports torch.
+low bytes), 16-bit colour TIFF through ``tifffile``, and HEIF through the optional
+pillow-heif (:mod:`.heif`). Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from PIL import (  # the plugins register the formats that Image.open(formats=..
 
 from lia_upscale.errors import ImageError
 
+from .heif import container_format, heif_size, missing_support, read_heif
 from .picture import (
     EXIF_IFD_TAG,
     GPS_IFD_TAG,
@@ -48,6 +51,7 @@ from .picture import (
     source_name,
 )
 from .quiet import quietly
+from .xmp import as_xmp, png_xmp
 
 __all__ = ["MAX_PIXELS", "decode", "probe"]
 
@@ -58,7 +62,8 @@ MAX_PIXELS: int = 89_478_485
 # Pillow's open-format names we accept; Pillow's JPEG opener also returns "MPO" images
 # (camera JPEGs with extra frames, such as a phone's depth map): the first frame is read.
 _OPEN_FORMATS: Final = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
-_SUPPORTED_TEXT: Final = "not a PNG, JPEG, WEBP, TIFF or BMP image"
+_SUPPORTED_TEXT: Final = "not a PNG, JPEG, WEBP, TIFF, BMP, HEIC or AVIF image"
+_HEAD: Final = 64  # bytes that hold the magic numbers and an ISO-BMFF ftyp box
 
 
 def decode(source: str | Path | bytes | BinaryIO) -> Picture:
@@ -66,31 +71,42 @@ def decode(source: str | Path | bytes | BinaryIO) -> Picture:
 
     ``source`` is a path, the file's bytes, or a binary stream (read to its end).
     Reads 8-bit RGB, RGBA, L, LA, 1-bit, P (with tRNS transparency) and CMYK (JPEG, TIFF)
-    images, 16-bit PNG (gray, gray+alpha, RGB, RGBA) and 16-bit TIFF; for multi-frame
-    files only the first frame. A colour-key transparency (tRNS on gray or RGB) becomes
+    images, 16-bit PNG (gray, gray+alpha, RGB, RGBA) and 16-bit TIFF, 8/10/12-bit HEIF
+    (10 and 12 bits become a 16-bit picture) and 8-bit AVIF (Pillow decodes deeper AVIF
+    to 8 bits); for multi-frame files only the first (HEIF: the primary) image. A colour-key transparency (tRNS on gray or RGB) becomes
     an alpha plane. CMYK is converted to RGB through its ICC profile where it has one
     (Pillow's ImageCms), otherwise naively, and a CMYK profile is dropped since it no
     longer applies. Metadata that cannot be parsed (a broken EXIF block) is left out.
+    The XMP packet is kept as stored (PNG iTXt, JPEG APP1, WEBP, TIFF tag 700, HEIF, AVIF).
 
     Raises:
         ImageError: with a one-line message naming the cause: unreadable file
             (permission denied, missing), empty file, not a supported image, truncated or
-            corrupt data, an unsupported mode, or more than :data:`MAX_PIXELS` pixels.
+            corrupt data, an unsupported mode, more than :data:`MAX_PIXELS` pixels, or a
+            HEIC/AVIF file that this installation cannot read (the message says what to install).
     """
     name, data = _read_source(source)
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)")
+    container = container_format(data[:_HEAD])
+    if container is not None and (why := missing_support(container)):
+        raise ImageError(f"{name}: {why}")
     with _decoding(name):
         tiff_tags = _tiff_ifd0(data)
-        if tiff_tags is not None and _tiff_is_16bit_color(tiff_tags):
+        if container == "HEIF":
+            heif = read_heif(data, lambda w, h: _check_pixels(name, w, h))
+            fmt, samples, kind, alpha_key, dpi = "HEIF", heif.samples, heif.kind, None, None
+            icc, exif, xmp = heif.icc, heif.exif, heif.xmp
+        elif tiff_tags is not None and _tiff_is_16bit_color(tiff_tags):
             # Pillow truncates these (and cannot open 16-bit gray+alpha at all)
             fmt, exif = "TIFF", tiff_tags
             samples, kind, alpha_key = _tiff16(name, data)
             icc = tiff_tags.get(0x8773)
             icc = bytes(icc) if isinstance(icc, (bytes, bytearray)) and icc else None
             dpi = _tiff_dpi(tiff_tags)
+            xmp = tiff_tags.get(700)
         else:
-            im = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
+            im = Image.open(io.BytesIO(data), formats=_open_formats(container))
             fmt = "JPEG" if im.format == "MPO" else str(im.format)
             _check_pixels(name, *im.size)
             exif = _header_exif(im, data)
@@ -100,6 +116,7 @@ def decode(source: str | Path | bytes | BinaryIO) -> Picture:
                 samples, kind, alpha_key = _png16(name, data, im)
             else:
                 samples, kind, alpha_key, icc = _pillow_pixels(name, im, icc)
+            xmp = png_xmp(data) if fmt == "PNG" else im.info.get("xmp")
         orientation = _orientation(exif)
 
     rgb, alpha, bit_depth = _to_float(samples, alpha_key)
@@ -121,6 +138,7 @@ def decode(source: str | Path | bytes | BinaryIO) -> Picture:
         icc=icc,
         exif=_exif_bytes(exif),
         dpi=dpi,
+        xmp=as_xmp(xmp),
     )
 
 
@@ -135,17 +153,23 @@ def probe(source: str | Path | BinaryIO) -> tuple[int, int]:
     try:
         fp: BinaryIO = open(source, "rb") if isinstance(source, (str, Path)) else source  # noqa: SIM115
         start = fp.tell()
-        magic = fp.read(4)
+        head = fp.read(_HEAD)
         fp.seek(start)
     except PermissionError as exc:
         raise ImageError(f"{name}: permission denied") from exc
     except OSError as exc:
         raise ImageError(f"{name}: cannot read ({exc.strerror or exc})") from exc
     try:
-        if not magic:
+        if not head:
             raise ImageError(f"{name}: empty file (0 bytes)")
+        container = container_format(head)
+        if container is not None and (why := missing_support(container)):
+            raise ImageError(f"{name}: {why}")
         with _decoding(name):
-            if magic in (b"II*\0", b"MM\0*"):
+            if container == "HEIF":
+                width, height = heif_size(fp.read())
+                orientation = 1  # the size is already the displayed one
+            elif head[:4] in (b"II*\0", b"MM\0*"):
                 import tifffile  # Pillow cannot even open some 16-bit TIFFs
 
                 with tifffile.TiffFile(fp) as tif:
@@ -154,7 +178,7 @@ def probe(source: str | Path | BinaryIO) -> tuple[int, int]:
                     tag = page.tags.get(ORIENTATION_TAG)  # type: ignore[union-attr]
                     orientation = tag.value if tag is not None and tag.value in range(1, 9) else 1
             else:
-                im = Image.open(fp, formats=_OPEN_FORMATS)
+                im = Image.open(fp, formats=_open_formats(container))
                 width, height = im.size
                 orientation = _orientation(_header_exif(im, None))
             _check_pixels(name, width, height)
@@ -195,15 +219,20 @@ def _decoding(name: str) -> Iterator[None]:
         raise ImageError(f"{name}: {_SUPPORTED_TEXT}") from exc
     except MemoryError as exc:
         raise ImageError(f"{name}: out of memory while decoding") from exc
-    # TypeError too: tifffile trips over some corrupt tag values with one
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, struct.error,
-            zlib.error) as exc:
+    # TypeError too: tifffile trips over some corrupt tag values with one; RuntimeError:
+    # pillow-heif's word for some damaged HEIF files
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, RuntimeError,
+            struct.error, zlib.error) as exc:
         text = one_line(exc)
         if "imagecodecs" in text:
             raise ImageError(
                 f"{name}: this TIFF's compression needs the optional 'imagecodecs' package ({text})"
             ) from exc
         raise ImageError(f"{name}: truncated or corrupt image data ({text})") from exc
+
+
+def _open_formats(container: str | None) -> tuple[str, ...]:
+    return ("AVIF",) if container == "AVIF" else _OPEN_FORMATS
 
 
 def _check_pixels(name: str, width: int, height: int) -> None:

@@ -1,4 +1,4 @@
-"""Encode a :class:`Picture` to PNG, JPEG, WEBP, TIFF or BMP with its mode, depth and metadata."""
+"""Encode a :class:`Picture` to PNG, JPEG, WEBP, TIFF, BMP, HEIF or AVIF with its mode, depth and metadata."""
 
 from __future__ import annotations
 
@@ -10,15 +10,18 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from lia_upscale.errors import OutputError
 
+from .heif import missing_support, write_heif
 from .picture import (
+    AVIF_QUALITY,
     EXIF_IFD_TAG,
     FORMAT_SUFFIXES,
     FORMATS,
     GPS_IFD_TAG,
+    HEIF_QUALITY,
     JPEG_QUALITY,
     ORIENTATION_TAG,
     PIXEL_X_TAG,
@@ -31,12 +34,14 @@ from .picture import (
     one_line,
     source_name,
 )
+from .xmp import PNG_XMP_KEYWORD, png_xmp_chunk, xmp_for_output
 
 __all__ = ["encode", "encode_bytes", "format_for_suffix"]
 
 _JPEG_MAX_SIDE: Final = 65_535
 _WEBP_MAX_SIDE: Final = 16_383
 _JPEG_MAX_EXIF: Final = 65_533
+_JPEG_MAX_XMP: Final = 65_504  # one APP1 segment less its length and namespace header
 _LUMA: Final = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -76,27 +81,35 @@ def encode(
 
 
 def encode_bytes(picture: Picture, fmt: str, *, quality: int | None = None, dpi_scale: float = 1.0) -> memoryview:
-    """``picture`` as the bytes of a ``fmt`` file (PNG, JPEG, WEBP, TIFF, BMP), built in memory.
+    """``picture`` as the bytes of a ``fmt`` file (PNG, JPEG, WEBP, TIFF, BMP, HEIF, AVIF), built in memory.
 
     Samples are clipped to [0, 1] (NaN -> 0) and rounded to 8 or 16 bits. The mode
     follows the picture: gray kinds are written gray, others RGB; alpha is kept by PNG,
-    WEBP and TIFF and dropped by JPEG and BMP (no compositing: the colour is written as
-    it is; Pillow's 32-bit BMP has no alpha mask, so readers would ignore it anyway).
-    PNG and TIFF keep 16 bits for 16-bit pictures; JPEG, WEBP and BMP are 8-bit. WEBP
-    has no gray mode, so a gray picture goes to WEBP as RGB(A).
+    WEBP, TIFF, HEIF and AVIF and dropped by JPEG and BMP (no compositing: the colour is
+    written as it is; Pillow's 32-bit BMP has no alpha mask, so readers would ignore it
+    anyway). PNG and TIFF keep 16 bits for 16-bit pictures, HEIF keeps 10 of them; JPEG,
+    WEBP, BMP and AVIF (Pillow's encoder) are 8-bit. WEBP has no gray mode, so a gray
+    picture goes to WEBP as RGB(A).
 
-    ICC profile: PNG, JPEG, WEBP, TIFF (left out where its colour space no longer fits
-    the written mode). EXIF, orientation 1 and pixel dimensions updated: PNG, JPEG (left
-    out if over JPEG's 64 KiB segment), WEBP, TIFF (descriptive IFD0 tags, EXIF and GPS
-    IFDs). DPI, multiplied by ``dpi_scale`` (pass the upscale factor to keep the print
-    size): PNG, JPEG, TIFF, BMP. PNG and TIFF (deflate) are lossless and ignore
-    ``quality``; JPEG (4:4:4 chroma) and WEBP default to :data:`JPEG_QUALITY` and
-    :data:`WEBP_QUALITY`.
+    ICC profile: PNG, JPEG, WEBP, TIFF, HEIF, AVIF (left out where its colour space no
+    longer fits the written mode). EXIF, orientation 1 and pixel dimensions updated: PNG,
+    JPEG (left out if over JPEG's 64 KiB segment), WEBP, TIFF (descriptive IFD0 tags, EXIF
+    and GPS IFDs), HEIF, AVIF. XMP, size and orientation fields updated
+    (:func:`~lia_upscale.images.xmp.xmp_for_output`): PNG (iTXt), JPEG (APP1, left out
+    if over one segment), WEBP, TIFF (tag 700), HEIF, AVIF. DPI, multiplied by
+    ``dpi_scale`` (pass the upscale factor to keep the print size): PNG, JPEG, TIFF, BMP.
+    PNG and TIFF (deflate) are lossless and ignore ``quality``; JPEG (4:4:4 chroma), WEBP,
+    HEIF and AVIF (4:2:0) default to :data:`JPEG_QUALITY`, :data:`WEBP_QUALITY`,
+    :data:`HEIF_QUALITY` and :data:`AVIF_QUALITY`.
 
     Raises:
-        OutputError: unknown format, quality outside 1..100, or a size the format cannot hold.
+        OutputError: unknown format, quality outside 1..100, a size the format cannot hold,
+            or HEIF/AVIF without the support this installation lacks (the message says what
+            to install).
     """
     fmt = _format_name(fmt)
+    if why := missing_support(fmt):
+        raise OutputError(f"cannot write {fmt}: {why}")
     if quality is not None and not (isinstance(quality, int) and 1 <= quality <= 100):
         raise OutputError(f"quality must be an integer from 1 to 100, got {quality!r}")
     if not dpi_scale > 0:
@@ -109,22 +122,26 @@ def encode_bytes(picture: Picture, fmt: str, *, quality: int | None = None, dpi_
         raise OutputError(f"cannot write an empty {width}x{height} image")
 
     gray = picture.is_gray and fmt != "WEBP"
-    keep_alpha = picture.alpha is not None and fmt in ("PNG", "WEBP", "TIFF")
-    bits = 16 if picture.bit_depth == 16 and fmt in ("PNG", "TIFF") else 8
+    keep_alpha = picture.alpha is not None and fmt in ("PNG", "WEBP", "TIFF", "HEIF", "AVIF")
+    bits = 16 if picture.bit_depth == 16 and fmt in ("PNG", "TIFF", "HEIF") else 8
     samples = _samples(picture, gray, keep_alpha, bits)
 
     icc = picture.icc if _icc_fits(picture.icc, gray) else None
     exif = _exif_for_output(picture.exif, width, height)
+    xmp = xmp_for_output(picture.xmp, width, height)
     dpi = None if picture.dpi is None else (picture.dpi[0] * dpi_scale, picture.dpi[1] * dpi_scale)
 
     buf = io.BytesIO()
     try:
         if fmt == "TIFF":
-            _write_tiff(buf, samples, icc, exif, dpi)
+            _write_tiff(buf, samples, icc, exif, dpi, xmp)
         elif fmt == "PNG" and bits == 16:
-            _write_png16(buf, samples, icc, exif, dpi)
+            _write_png16(buf, samples, icc, exif, dpi, xmp)
+        elif fmt == "HEIF":
+            blob = None if exif is None else exif.tobytes()
+            buf.write(write_heif(samples, icc, blob, xmp, HEIF_QUALITY if quality is None else quality))
         else:
-            _write_pillow(buf, samples, fmt, icc, exif, dpi, quality)
+            _write_pillow(buf, samples, fmt, icc, exif, dpi, quality, xmp)
     except OutputError:
         raise
     except (OSError, ValueError, RuntimeError, struct.error, zlib.error) as exc:
@@ -134,7 +151,7 @@ def encode_bytes(picture: Picture, fmt: str, *, quality: int | None = None, dpi_
 
 def _format_name(fmt: str) -> str:
     name = str(fmt).upper().lstrip(".")
-    name = {"JPG": "JPEG", "TIF": "TIFF"}.get(name, name)
+    name = {"JPG": "JPEG", "TIF": "TIFF", "HEIC": "HEIF"}.get(name, name)
     if name not in FORMATS:
         raise OutputError(f"unsupported output format {fmt!r} (use one of {', '.join(FORMATS)})")
     return name
@@ -205,18 +222,28 @@ def _write_pillow(
     exif: Image.Exif | None,
     dpi: tuple[float, float] | None,
     quality: int | None,
+    xmp: bytes | None,
 ) -> None:
     mode = _PILLOW_MODES[samples.shape[2]]
     im = Image.fromarray(samples[..., 0] if mode == "L" else samples)
     if im.mode != mode:  # guards Pillow's mode inference from (H, W, C) uint8
         im = im.convert(mode)
     params: dict[str, object] = {}
-    if icc and fmt in ("PNG", "JPEG", "WEBP"):
+    if icc and fmt in ("PNG", "JPEG", "WEBP", "AVIF"):
         params["icc_profile"] = icc
-    if exif is not None and fmt in ("PNG", "JPEG", "WEBP"):
+    if exif is not None and fmt in ("PNG", "JPEG", "WEBP", "AVIF"):
         blob = exif.tobytes()
         if fmt != "JPEG" or len(blob) <= _JPEG_MAX_EXIF:
             params["exif"] = blob
+    if xmp and fmt == "PNG":
+        try:
+            info = PngImagePlugin.PngInfo()
+            info.add_itxt(PNG_XMP_KEYWORD.decode(), xmp.decode("utf-8"))
+            params["pnginfo"] = info
+        except UnicodeDecodeError:
+            pass  # XMP is UTF-8 by definition; a packet that is not cannot go into iTXt
+    elif xmp and fmt in ("WEBP", "AVIF") or xmp and fmt == "JPEG" and len(xmp) <= _JPEG_MAX_XMP:
+        params["xmp"] = xmp
     if dpi is not None and fmt in ("PNG", "JPEG", "BMP"):
         params["dpi"] = (round(dpi[0]), round(dpi[1])) if fmt == "JPEG" else dpi
     if fmt == "PNG":
@@ -226,6 +253,9 @@ def _write_pillow(
         params["subsampling"] = 0
     elif fmt == "WEBP":
         params["quality"] = WEBP_QUALITY if quality is None else quality
+    elif fmt == "AVIF":
+        params["quality"] = AVIF_QUALITY if quality is None else quality
+        params["subsampling"] = "4:2:0"
     im.save(buf, fmt, **params)
 
 
@@ -235,6 +265,7 @@ def _write_png16(
     icc: bytes | None,
     exif: Image.Exif | None,
     dpi: tuple[float, float] | None,
+    xmp: bytes | None,
 ) -> None:
     """A 16-bit PNG (Pillow cannot write 16-bit colour): adaptive row filters, zlib level 6."""
     height, width, channels = samples.shape
@@ -254,6 +285,8 @@ def _write_png16(
     if exif is not None:
         blob = exif.tobytes()
         chunk(b"eXIf", blob[6:] if blob.startswith(b"Exif\0\0") else blob)
+    if xmp:
+        chunk(b"iTXt", png_xmp_chunk(xmp))
     packer = zlib.compressobj(6)
     pending: list[bytes] = []
     size = 0
@@ -311,6 +344,7 @@ def _write_tiff(
     icc: bytes | None,
     exif: Image.Exif | None,
     dpi: tuple[float, float] | None,
+    xmp: bytes | None,
 ) -> None:
     """TIFF (8 or 16 bits, deflate with horizontal predictor) through tifffile.
 
@@ -342,6 +376,8 @@ def _write_tiff(
             if tag in exif and exif.get_ifd(tag):
                 pointers[tag] = exif
                 extratags.append((tag - 1, "I", 1, 0, True))
+    if xmp:
+        extratags.append((700, "B", len(xmp), xmp, True))
     datetime = exif.get(0x0132) if exif is not None else None
     kwargs: dict[str, object] = {}
     if dpi is not None:
