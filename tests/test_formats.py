@@ -64,7 +64,7 @@ def write_source(path: Path, arr: np.ndarray, xmp: bytes | None = None, **extra)
     if suffix == ".tif":
         tags = [(700, "B", len(xmp), xmp, True)] if xmp else []
         tifffile.imwrite(path, arr, photometric="rgb", extratags=tags)
-    elif suffix == ".heic":
+    elif suffix in (".heic", ".heif"):
         import pillow_heif
 
         kwargs = {"quality": -1, **extra} | ({"xmp": xmp} if xmp else {})
