@@ -73,8 +73,8 @@ def decode(source: str | Path | bytes | BinaryIO) -> Picture:
     Reads 8-bit RGB, RGBA, L, LA, 1-bit, P (with tRNS transparency) and CMYK (JPEG, TIFF)
     images, 16-bit PNG (gray, gray+alpha, RGB, RGBA) and 16-bit TIFF, 8/10/12-bit HEIF
     (10 and 12 bits become a 16-bit picture) and 8-bit AVIF (Pillow decodes deeper AVIF
-    to 8 bits); for multi-frame files only the first (HEIF: the primary) image. A colour-key transparency (tRNS on gray or RGB) becomes
-    an alpha plane. CMYK is converted to RGB through its ICC profile where it has one
+    to 8 bits); for multi-frame files only the first (HEIF: the primary) image. A
+    colour-key transparency (tRNS on gray or RGB) becomes an alpha plane. CMYK is converted to RGB through its ICC profile where it has one
     (Pillow's ImageCms), otherwise naively, and a CMYK profile is dropped since it no
     longer applies. Metadata that cannot be parsed (a broken EXIF block) is left out.
     The XMP packet is kept as stored (PNG iTXt, JPEG APP1, WEBP, TIFF tag 700, HEIF, AVIF).
