@@ -90,7 +90,7 @@ def _takewhile_literal(parts: Sequence[str]) -> Iterator[str]:
 
 
 def _out_format(src: Path, fmt: str) -> tuple[str, str]:
-    """(format name, suffix) for ``src`` under ``--format fmt`` (same|png|jpg|webp|tiff)."""
+    """(format name, suffix) for ``src`` under ``--format fmt`` (same|png|jpg|webp|tiff|heic|avif)."""
     if fmt == "same":
         name = images.format_for_suffix(src)
         return name, src.suffix

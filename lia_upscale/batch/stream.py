@@ -21,7 +21,7 @@ def check_stream_output(dest: Path, overwrite: bool) -> None:
 
 
 def output_format(fmt: str, like: str | Path) -> str:
-    """The format name to write for ``--format fmt`` (same|png|jpg|webp|tiff).
+    """The format name to write for ``--format fmt`` (same|png|jpg|webp|tiff|heic|avif).
 
     ``same`` keeps ``like``: a format name (``"PNG"``, from a decoded picture) or a path
     whose suffix names one. Raises OutputError for an unknown suffix.

@@ -42,7 +42,7 @@ from .app import (
 from .ray import ray_options, run_on_ray
 
 
-FORMATS = ["same", "png", "jpg", "webp", "tiff"]
+FORMATS = ["same", "png", "jpg", "webp", "tiff", "heic", "avif"]
 
 
 class _MegapixelRate(ProgressColumn):
@@ -64,7 +64,7 @@ class _MegapixelRate(ProgressColumn):
 @click.option("--outscale", type=click.FloatRange(min=0, min_open=True), default=None, callback=finite_float,
               help="Any final factor: the model's scale, then an antialiased bicubic resample to round(size * F).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="same", show_default=True)
-@click.option("--quality", type=click.IntRange(1, 100), default=None, help="JPEG/WebP quality (default 95).")
+@click.option("--quality", type=click.IntRange(1, 100), default=None, help="JPEG/WebP/HEIC/AVIF quality (default 95 JPEG/WebP, 90 HEIC/AVIF).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them).")
 @click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
 @engine_options
@@ -81,6 +81,8 @@ def upscale_cmd(paths, scale, weights, model_name, outscale, fmt, quality, overw
         raise click.UsageError("give at least one INPUT and the OUTPUT")
     *inputs, output = paths
     console = make_console(quiet)
+    if fmt != "same" and (why := _missing_support(fmt)):
+        fail_usage(f"--format {fmt}: {why}")  # before any model loads or file is planned
     if scale is None and outscale and not (weights or model_name):
         scale = "2" if outscale <= 2 else "4"  # the default model nearest above the factor
     upscaler_args = dict(model=model_name, weights=weights, scale=int(scale) if scale else None,
@@ -110,6 +112,12 @@ def upscale_cmd(paths, scale, weights, model_name, outscale, fmt, quality, overw
         run_jobs(jobs, upscaler, overwrite=overwrite, quality=quality, outscale=outscale, events=events)
 
     sys.exit(_run_batch(jobs, run, console, as_json, quiet))
+
+
+def _missing_support(fmt: str) -> str | None:
+    from .. import images
+
+    return images.missing_support(images.format_for_suffix(f"x.{fmt}"))
 
 
 def _stream(inputs, output, fmt, quality, outscale, overwrite, console, upscaler_args) -> None:

@@ -1,9 +1,10 @@
-"""Image files in and out, torch-free: decode, encode, 16-bit PNG and TIFF, metadata, safe writes.
+"""Image files in and out, torch-free: decode, encode, 16-bit PNG and TIFF, HEIC/AVIF, metadata, safe writes.
 
-``decode`` turns PNG, JPEG, WEBP, TIFF or BMP data into a :class:`Picture` (float32 RGB in
-[0, 1], EXIF orientation applied, alpha apart, ICC/EXIF/DPI kept); ``encode`` writes one
-back in the matching mode and depth; ``save`` writes a file atomically via
-:func:`lia_upscale.files.atomic_write`.
+``decode`` turns PNG, JPEG, WEBP, TIFF, BMP, HEIF (HEIC) or AVIF data into a
+:class:`Picture` (float32 RGB in [0, 1], EXIF orientation applied, alpha apart,
+ICC/EXIF/XMP/DPI kept); ``encode`` writes one back in the matching mode and depth; ``save``
+writes a file atomically via :func:`lia_upscale.files.atomic_write`. HEIF needs the
+optional ``heif`` extra (pillow-heif), AVIF a Pillow with AVIF: :func:`missing_support`.
 """
 
 from __future__ import annotations
@@ -19,13 +20,26 @@ from .encoder import (
     pil_layout,
     to_pil,
 )
-from .picture import FORMAT_SUFFIXES, FORMATS, JPEG_QUALITY, KINDS, WEBP_QUALITY, Kind, Picture
+from .heif import missing_support
+from .picture import (
+    AVIF_QUALITY,
+    FORMAT_SUFFIXES,
+    FORMATS,
+    HEIF_QUALITY,
+    JPEG_QUALITY,
+    KINDS,
+    WEBP_QUALITY,
+    Kind,
+    Picture,
+)
 from .output import commit, save, save_samples, write_streamed
 from .rows import AlphaPlane, Layout, SampleStore, quantize_value
 
 __all__ = [
+    "AVIF_QUALITY",
     "FORMATS",
     "FORMAT_SUFFIXES",
+    "HEIF_QUALITY",
     "JPEG_QUALITY",
     "KINDS",
     "MAX_PIXELS",
@@ -35,6 +49,7 @@ __all__ = [
     "decode",
     "encode",
     "format_for_suffix",
+    "missing_support",
     "probe",
     "save",
     "save_samples",

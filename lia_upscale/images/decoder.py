@@ -1,15 +1,17 @@
 """Decode and encode the image files a photo folder holds, carrying their metadata.
 
-``decode`` turns PNG, JPEG, WEBP, TIFF or BMP data into a :class:`Picture`: float32 RGB in
-[0, 1] with EXIF orientation already applied, a separate alpha plane, and what is needed
-to write the result back in the matching mode (gray stays gray, 16-bit stays 16-bit where
-the format can hold it) with its ICC profile, EXIF (orientation 1) and DPI.
+``decode`` turns PNG, JPEG, WEBP, TIFF, BMP, HEIF (HEIC) or AVIF data into a
+:class:`Picture`: float32 RGB in [0, 1] with EXIF orientation already applied, a separate
+alpha plane, and what is needed to write the result back in the matching mode (gray stays
+gray, 16-bit stays 16-bit where the format can hold it) with its ICC profile, EXIF
+(orientation 1), XMP and DPI.
 ``encode`` writes a picture (usually one whose pixels were replaced by upscaled ones,
 :meth:`Picture.with_pixels`) to a binary stream.
 
 Pillow decodes everything except the samples it truncates to 8 bits: 16-bit colour PNG
 (RGB, RGBA, gray+alpha) goes through Pillow's own zlib/PNG-filter decoder twice (high and
-low bytes), and 16-bit colour TIFF through ``tifffile``. Nothing here imports torch.
+low bytes), 16-bit colour TIFF through ``tifffile``, and HEIF through the optional
+pillow-heif (:mod:`.heif`). Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from PIL import (  # the plugins register the formats that Image.open(formats=..
 
 from lia_upscale.errors import ImageError
 
+from .heif import container_format, heif_size, missing_support, read_heif
 from .picture import (
     EXIF_IFD_TAG,
     GPS_IFD_TAG,
@@ -48,6 +51,8 @@ from .picture import (
     source_name,
 )
 from .quiet import quietly
+from .tiffread import read_tiff16, tiff_ifd0, tiff_is_16bit_color, tiff_resolution
+from .xmp import as_xmp, png_xmp
 
 __all__ = ["MAX_PIXELS", "decode", "probe", "from_pil", "set_max_pixels", "max_pixels"]
 
@@ -58,7 +63,8 @@ MAX_PIXELS: int = 89_478_485
 # Pillow's open-format names we accept; Pillow's JPEG opener also returns "MPO" images
 # (camera JPEGs with extra frames, such as a phone's depth map): the first frame is read.
 _OPEN_FORMATS: Final = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
-_SUPPORTED_TEXT: Final = "not a PNG, JPEG, WEBP, TIFF or BMP image"
+_SUPPORTED_TEXT: Final = "not a PNG, JPEG, WEBP, TIFF, BMP, HEIC or AVIF image"
+_HEAD: Final = 64  # bytes that hold the magic numbers and an ISO-BMFF ftyp box
 
 
 def decode(source: str | Path | bytes | BinaryIO, *, samples: bool = False) -> Picture:
@@ -69,31 +75,42 @@ def decode(source: str | Path | bytes | BinaryIO, *, samples: bool = False) -> P
 
     ``source`` is a path, the file's bytes, or a binary stream (read to its end).
     Reads 8-bit RGB, RGBA, L, LA, 1-bit, P (with tRNS transparency) and CMYK (JPEG, TIFF)
-    images, 16-bit PNG (gray, gray+alpha, RGB, RGBA) and 16-bit TIFF; for multi-frame
-    files only the first frame. A colour-key transparency (tRNS on gray or RGB) becomes
-    an alpha plane. CMYK is converted to RGB through its ICC profile where it has one
+    images, 16-bit PNG (gray, gray+alpha, RGB, RGBA) and 16-bit TIFF, 8/10/12-bit HEIF
+    (10 and 12 bits become a 16-bit picture) and 8-bit AVIF (Pillow decodes deeper AVIF
+    to 8 bits); for multi-frame files only the first (HEIF: the primary) image. A
+    colour-key transparency (tRNS on gray or RGB) becomes an alpha plane. CMYK is converted to RGB through its ICC profile where it has one
     (Pillow's ImageCms), otherwise naively, and a CMYK profile is dropped since it no
     longer applies. Metadata that cannot be parsed (a broken EXIF block) is left out.
+    The XMP packet is kept as stored (PNG iTXt, JPEG APP1, WEBP, TIFF tag 700, HEIF, AVIF).
 
     Raises:
         ImageError: with a one-line message naming the cause: unreadable file
             (permission denied, missing), empty file, not a supported image, truncated or
-            corrupt data, an unsupported mode, or more than :data:`MAX_PIXELS` pixels.
+            corrupt data, an unsupported mode, more than :data:`MAX_PIXELS` pixels, or a
+            HEIC/AVIF file that this installation cannot read (the message says what to install).
     """
     name, data = _read_source(source)
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)")
+    container = container_format(data[:_HEAD])
+    if container is not None and (why := missing_support(container)):
+        raise ImageError(f"{name}: {why}")
     with _decoding(name):
-        tiff_tags = _tiff_ifd0(data)
-        if tiff_tags is not None and _tiff_is_16bit_color(tiff_tags):
+        tiff_tags = tiff_ifd0(data)
+        if container == "HEIF":
+            heif = read_heif(data, lambda w, h: _check_pixels(name, w, h))
+            fmt, pixels, kind, alpha_key, dpi = "HEIF", heif.samples, heif.kind, None, None
+            icc, exif, xmp = heif.icc, heif.exif, heif.xmp
+        elif tiff_tags is not None and tiff_is_16bit_color(tiff_tags):
             # Pillow truncates these (and cannot open 16-bit gray+alpha at all)
             fmt, exif = "TIFF", tiff_tags
-            pixels, kind, alpha_key = _tiff16(name, data)
+            pixels, kind, alpha_key = read_tiff16(name, data, _check_pixels)
             icc = tiff_tags.get(0x8773)
             icc = bytes(icc) if isinstance(icc, (bytes, bytearray)) and icc else None
-            dpi = _tiff_dpi(tiff_tags)
+            dpi = _dpi(tiff_resolution(tiff_tags))
+            xmp = tiff_tags.get(700)
         else:
-            im = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
+            im = Image.open(io.BytesIO(data), formats=_open_formats(container))
             fmt = "JPEG" if im.format == "MPO" else str(im.format)
             _check_pixels(name, *im.size)
             exif = _header_exif(im, data)
@@ -103,6 +120,7 @@ def decode(source: str | Path | bytes | BinaryIO, *, samples: bool = False) -> P
                 pixels, kind, alpha_key = _png16(name, data, im)
             else:
                 pixels, kind, alpha_key, icc = _pillow_pixels(name, im, icc)
+            xmp = png_xmp(data) if fmt == "PNG" else im.info.get("xmp")
         orientation = _orientation(exif)
 
     rgb, alpha, bit_depth = _to_float(pixels, alpha_key, keep_8bit=samples)
@@ -124,6 +142,7 @@ def decode(source: str | Path | bytes | BinaryIO, *, samples: bool = False) -> P
         icc=icc,
         exif=_exif_bytes(exif),
         dpi=dpi,
+        xmp=as_xmp(xmp),
     )
 
 
@@ -166,7 +185,7 @@ def from_pil(image: Image.Image) -> Picture | None:
     if alpha is not None and kind in ("rgb", "gray"):
         kind = "rgba" if kind == "rgb" else "gray_alpha"
     return Picture(rgb=rgb, alpha=alpha, bit_depth=bit_depth, kind=kind, format="PNG", icc=icc,
-                   exif=_exif_bytes(exif), dpi=_dpi(image.info.get("dpi")))
+                   exif=_exif_bytes(exif), dpi=_dpi(image.info.get("dpi")), xmp=as_xmp(image.info.get("xmp")))
 
 
 def probe(source: str | Path | BinaryIO) -> tuple[int, int]:
@@ -180,17 +199,23 @@ def probe(source: str | Path | BinaryIO) -> tuple[int, int]:
     try:
         fp: BinaryIO = open(source, "rb") if isinstance(source, (str, Path)) else source  # noqa: SIM115
         start = fp.tell()
-        magic = fp.read(4)
+        head = fp.read(_HEAD)
         fp.seek(start)
     except PermissionError as exc:
         raise ImageError(f"{name}: permission denied") from exc
     except OSError as exc:
         raise ImageError(f"{name}: cannot read ({exc.strerror or exc})") from exc
     try:
-        if not magic:
+        if not head:
             raise ImageError(f"{name}: empty file (0 bytes)")
+        container = container_format(head)
+        if container is not None and (why := missing_support(container)):
+            raise ImageError(f"{name}: {why}")
         with _decoding(name):
-            if magic in (b"II*\0", b"MM\0*"):
+            if container == "HEIF":
+                width, height = heif_size(fp.read())
+                orientation = 1  # the size is already the displayed one
+            elif head[:4] in (b"II*\0", b"MM\0*"):
                 import tifffile  # Pillow cannot even open some 16-bit TIFFs
 
                 with tifffile.TiffFile(fp) as tif:
@@ -199,7 +224,7 @@ def probe(source: str | Path | BinaryIO) -> tuple[int, int]:
                     tag = page.tags.get(ORIENTATION_TAG)  # type: ignore[union-attr]
                     orientation = tag.value if tag is not None and tag.value in range(1, 9) else 1
             else:
-                im = Image.open(fp, formats=_OPEN_FORMATS)
+                im = Image.open(fp, formats=_open_formats(container))
                 width, height = im.size
                 orientation = _orientation(_header_exif(im, None))
             _check_pixels(name, width, height)
@@ -240,15 +265,20 @@ def _decoding(name: str) -> Iterator[None]:
         raise ImageError(f"{name}: {_SUPPORTED_TEXT}") from exc
     except MemoryError as exc:
         raise ImageError(f"{name}: out of memory while decoding") from exc
-    # TypeError too: tifffile trips over some corrupt tag values with one
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, struct.error,
-            zlib.error) as exc:
+    # TypeError too: tifffile trips over some corrupt tag values with one; RuntimeError:
+    # pillow-heif's word for some damaged HEIF files
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, RuntimeError,
+            struct.error, zlib.error) as exc:
         text = one_line(exc)
         if "imagecodecs" in text:
             raise ImageError(
                 f"{name}: this TIFF's compression needs the optional 'imagecodecs' package ({text})"
             ) from exc
         raise ImageError(f"{name}: truncated or corrupt image data ({text})") from exc
+
+
+def _open_formats(container: str | None) -> tuple[str, ...]:
+    return ("AVIF",) if container == "AVIF" else _OPEN_FORMATS
 
 
 def _check_pixels(name: str, width: int, height: int) -> None:
@@ -450,71 +480,3 @@ def _png_idat(name: str, data: bytes) -> bytes:
         elif ctype == b"IEND":
             return b"".join(parts)
         pos = end + 4
-
-
-def _tiff_ifd0(data: bytes) -> Image.Exif | None:
-    """A TIFF's first IFD parsed by Pillow's TIFF tag reader (no pixels), or None."""
-    if data[:4] not in (b"II*\0", b"MM\0*"):
-        return None
-    tags = Image.Exif()
-    tags.load(data)
-    return tags
-
-
-def _tiff_is_16bit_color(tags: Image.Exif) -> bool:
-    bits = tags.get(258, (1,))
-    bits = bits if isinstance(bits, tuple) else (bits,)
-    return max(bits) == 16 and int(tags.get(277, 1)) > 1
-
-
-def _tiff_dpi(tags: Image.Exif) -> tuple[float, float] | None:
-    unit = tags.get(296, 2)  # ResolutionUnit: 1 none, 2 inch (the default), 3 cm
-    if unit not in (2, 3) or 282 not in tags or 283 not in tags:
-        return None
-    factor = 2.54 if unit == 3 else 1.0
-    try:
-        return _dpi((float(tags[282]) * factor, float(tags[283]) * factor))
-    except (TypeError, ValueError, ZeroDivisionError):
-        return None
-
-
-def _tiff16(name: str, data: bytes) -> tuple[np.ndarray, Kind, object]:
-    """First page of a 16-bit multi-sample TIFF through tifffile: (H, W, C) uint16."""
-    import tifffile
-
-    with tifffile.TiffFile(io.BytesIO(data)) as tif:
-        page = tif.pages[0]
-        if not isinstance(page, tifffile.TiffPage):
-            raise ImageError(f"{name}: unsupported TIFF layout")
-        _check_pixels(name, int(page.imagewidth), int(page.imagelength))
-        if int(page.bitspersample) != 16 or np.dtype(page.dtype) != np.uint16:
-            raise ImageError(f"{name}: unsupported TIFF samples ({page.dtype}, {page.bitspersample} bits)")
-        ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts)]
-        if not ends or max(ends) > len(data) or 0 in page.databytecounts:
-            raise ImageError(f"{name}: truncated TIFF (image data runs past the end of the file)")
-        arr = page.asarray()
-        axes = page.axes
-        photometric = int(page.photometric)
-        extras = tuple(int(e) for e in page.extrasamples)
-    if axes.startswith("S"):
-        arr = np.moveaxis(arr, 0, -1)
-    if arr.ndim != 3:
-        raise ImageError(f"{name}: unsupported TIFF layout (axes {axes})")
-    arr = np.ascontiguousarray(arr, dtype=np.uint16)
-    if photometric == 2 and arr.shape[2] >= 3:
-        color, kind = arr[..., :3], "rgb"
-    elif photometric in (0, 1):
-        color, kind = arr[..., :1], "gray"
-        if photometric == 0:
-            color = 65535 - color
-    else:
-        raise ImageError(f"{name}: unsupported 16-bit TIFF colour space (photometric {photometric})")
-    if not extras:
-        return color, kind, None
-    alpha = arr[..., color.shape[2] : color.shape[2] + 1]
-    if extras[0] == 1:  # associated (premultiplied) alpha: un-premultiply
-        a = alpha.astype(np.float64)
-        color = np.where(a > 0, np.rint(color * 65535.0 / np.maximum(a, 1)), 0)
-        color = np.clip(color, 0, 65535).astype(np.uint16)
-    kind = "rgba" if kind == "rgb" else "gray_alpha"
-    return np.concatenate([color, alpha], axis=2), kind, None

@@ -1,4 +1,4 @@
-"""Encode a :class:`Picture` to PNG, JPEG, WEBP, TIFF or BMP with its mode, depth and metadata."""
+"""Encode a :class:`Picture` to PNG, JPEG, WEBP, TIFF, BMP, HEIF or AVIF with its mode, depth and metadata."""
 
 from __future__ import annotations
 
@@ -10,17 +10,20 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from lia_upscale.errors import OutputError
 
+from .heif import missing_support, write_heif
 from .rows import Layout, PngStream, luma, quantize, write_png
 from .tiff import TiffStream, write_tiff
 from .picture import (
+    AVIF_QUALITY,
     EXIF_IFD_TAG,
     FORMAT_SUFFIXES,
     FORMATS,
     GPS_IFD_TAG,
+    HEIF_QUALITY,
     JPEG_QUALITY,
     ORIENTATION_TAG,
     PIXEL_X_TAG,
@@ -33,6 +36,7 @@ from .picture import (
     one_line,
     source_name,
 )
+from .xmp import PNG_XMP_KEYWORD, xmp_for_output
 
 __all__ = [
     "encode",
@@ -53,6 +57,7 @@ _WEBP_MAX_SIDE: Final = 16_383
 _PNG_MAX_SIDE: Final = 2**31 - 1
 _BMP_MAX_BYTES: Final = 2**32 - 1
 _JPEG_MAX_EXIF: Final = 65_533
+_JPEG_MAX_XMP: Final = 65_504  # one APP1 segment less its length and namespace header
 
 
 def format_for_suffix(path: str | Path) -> str:
@@ -91,25 +96,31 @@ def encode(
 
 
 def encode_bytes(picture: Picture, fmt: str, *, quality: int | None = None, dpi_scale: float = 1.0) -> memoryview:
-    """``picture`` as the bytes of a ``fmt`` file (PNG, JPEG, WEBP, TIFF, BMP), built in memory.
+    """``picture`` as the bytes of a ``fmt`` file (PNG, JPEG, WEBP, TIFF, BMP, HEIF, AVIF), built in memory.
 
     Samples are clipped to [0, 1] (NaN -> 0) and rounded to 8 or 16 bits. The mode
     follows the picture: gray kinds are written gray, others RGB; alpha is kept by PNG,
-    WEBP and TIFF and dropped by JPEG and BMP (no compositing: the colour is written as
-    it is; Pillow's 32-bit BMP has no alpha mask, so readers would ignore it anyway).
-    PNG and TIFF keep 16 bits for 16-bit pictures; JPEG, WEBP and BMP are 8-bit. WEBP
-    has no gray mode, so a gray picture goes to WEBP as RGB(A).
+    WEBP, TIFF, HEIF and AVIF and dropped by JPEG and BMP (no compositing: the colour is
+    written as it is; Pillow's 32-bit BMP has no alpha mask, so readers would ignore it
+    anyway). PNG and TIFF keep 16 bits for 16-bit pictures, HEIF keeps 10 of them; JPEG,
+    WEBP, BMP and AVIF (Pillow's encoder) are 8-bit. WEBP has no gray mode, so a gray
+    picture goes to WEBP as RGB(A).
 
-    ICC profile: PNG, JPEG, WEBP, TIFF (left out where its colour space no longer fits
-    the written mode). EXIF, orientation 1 and pixel dimensions updated: PNG, JPEG (left
-    out if over JPEG's 64 KiB segment), WEBP, TIFF (descriptive IFD0 tags, EXIF and GPS
-    IFDs). DPI, multiplied by ``dpi_scale`` (pass the upscale factor to keep the print
-    size): PNG, JPEG, TIFF, BMP. PNG and TIFF (deflate) are lossless and ignore
-    ``quality``; JPEG (4:4:4 chroma) and WEBP default to :data:`JPEG_QUALITY` and
-    :data:`WEBP_QUALITY`.
+    ICC profile: PNG, JPEG, WEBP, TIFF, HEIF, AVIF (left out where its colour space no
+    longer fits the written mode). EXIF, orientation 1 and pixel dimensions updated: PNG,
+    JPEG (left out if over JPEG's 64 KiB segment), WEBP, TIFF (descriptive IFD0 tags, EXIF
+    and GPS IFDs), HEIF, AVIF. XMP, size and orientation fields updated
+    (:func:`~lia_upscale.images.xmp.xmp_for_output`): PNG (iTXt), JPEG (APP1, left out
+    if over one segment), WEBP, TIFF (tag 700), HEIF, AVIF. DPI, multiplied by
+    ``dpi_scale`` (pass the upscale factor to keep the print size): PNG, JPEG, TIFF, BMP.
+    PNG and TIFF (deflate) are lossless and ignore ``quality``; JPEG (4:4:4 chroma), WEBP,
+    HEIF and AVIF (4:2:0) default to :data:`JPEG_QUALITY`, :data:`WEBP_QUALITY`,
+    :data:`HEIF_QUALITY` and :data:`AVIF_QUALITY`.
 
     Raises:
-        OutputError: unknown format, quality outside 1..100, or a size the format cannot hold.
+        OutputError: unknown format, quality outside 1..100, a size the format cannot hold,
+            or HEIF/AVIF without the support this installation lacks (the message says what
+            to install).
     """
     fmt = _format_name(fmt)
     width, height = picture.size
@@ -132,6 +143,8 @@ def check_output(fmt: str, width: int, height: int, *, quality: int | None = Non
     """Raise OutputError, before anything is computed, when ``fmt`` cannot hold a
     ``width`` x ``height`` image or ``quality``/``dpi_scale`` are invalid."""
     fmt = _format_name(fmt)
+    if why := missing_support(fmt):
+        raise OutputError(f"cannot write {fmt}: {why}")
     if quality is not None and not (isinstance(quality, int) and 1 <= quality <= 100):
         raise OutputError(f"quality must be an integer from 1 to 100, got {quality!r}")
     if not dpi_scale > 0:
@@ -149,12 +162,13 @@ def check_output(fmt: str, width: int, height: int, *, quality: int | None = Non
 
 def output_layout(picture: Picture, fmt: str) -> Layout:
     """How ``fmt`` stores an upscaled ``picture``: gray kinds gray (WEBP has no gray mode),
-    alpha kept by PNG, WEBP and TIFF, 16 bits for 16-bit pictures in PNG and TIFF."""
+    alpha kept by PNG, WEBP, TIFF, HEIF and AVIF, 16 bits for 16-bit pictures in PNG,
+    TIFF and HEIF (which stores 10 of them)."""
     fmt = _format_name(fmt)
     return Layout(
         gray=picture.is_gray and fmt != "WEBP",
-        alpha=picture.alpha is not None and fmt in ("PNG", "WEBP", "TIFF"),
-        bits=16 if picture.bit_depth == 16 and fmt in ("PNG", "TIFF") else 8,
+        alpha=picture.alpha is not None and fmt in ("PNG", "WEBP", "TIFF", "HEIF", "AVIF"),
+        bits=16 if picture.bit_depth == 16 and fmt in ("PNG", "TIFF", "HEIF") else 8,
     )
 
 
@@ -162,7 +176,7 @@ def _metadata(picture: Picture, layout: Layout, width: int, height: int, dpi_sca
     icc = picture.icc if _icc_fits(picture.icc, layout.gray) else None
     exif = _exif_for_output(picture.exif, width, height)
     dpi = None if picture.dpi is None else (picture.dpi[0] * dpi_scale, picture.dpi[1] * dpi_scale)
-    return icc, exif, dpi
+    return icc, exif, dpi, xmp_for_output(picture.xmp, width, height)
 
 
 def encode_samples(
@@ -174,15 +188,18 @@ def encode_samples(
     fmt = _format_name(fmt)
     height, width = samples.shape[:2]
     check_output(fmt, width, height, quality=quality, dpi_scale=dpi_scale)
-    icc, exif, dpi = _metadata(picture, layout, width, height, dpi_scale)
+    icc, exif, dpi, xmp = _metadata(picture, layout, width, height, dpi_scale)
     buf = io.BytesIO()
     try:
         if fmt == "TIFF":
-            write_tiff(buf, samples, icc, exif, dpi)
+            write_tiff(buf, samples, icc, exif, dpi, xmp)
         elif fmt == "PNG":  # our writer at both depths: the same bytes as a streamed PNG
-            write_png(buf, samples, layout, icc, None if exif is None else exif.tobytes(), dpi)
+            write_png(buf, samples, layout, icc, None if exif is None else exif.tobytes(), dpi, xmp)
+        elif fmt == "HEIF":
+            blob = None if exif is None else exif.tobytes()
+            buf.write(write_heif(samples, icc, blob, xmp, HEIF_QUALITY if quality is None else quality))
         else:
-            _write_pillow(buf, samples, fmt, icc, exif, dpi, quality)
+            _write_pillow(buf, samples, fmt, icc, exif, dpi, quality, xmp)
     except OutputError:
         raise
     except (OSError, ValueError, RuntimeError, struct.error, zlib.error) as exc:
@@ -205,7 +222,9 @@ def to_pil(samples: np.ndarray, layout: Layout, picture: Picture, *, dpi_scale: 
         im = Image.fromarray(samples[..., 0])
     else:
         im = Image.fromarray(samples, _PILLOW_MODES[samples.shape[2]])
-    icc, exif, dpi = _metadata(picture, layout, width, height, dpi_scale)
+    icc, exif, dpi, xmp = _metadata(picture, layout, width, height, dpi_scale)
+    if xmp:
+        im.info["xmp"] = xmp
     if icc:
         im.info["icc_profile"] = icc
     if dpi is not None:
@@ -224,18 +243,18 @@ def stream_writer(
     has alpha. Call its ``close()`` at the end."""
     fmt = _format_name(fmt)
     check_output(fmt, width, height, dpi_scale=dpi_scale)
-    icc, exif, dpi = _metadata(picture, layout, width, height, dpi_scale)
+    icc, exif, dpi, xmp = _metadata(picture, layout, width, height, dpi_scale)
     if fmt == "PNG":
         return PngStream(fp, width, height, layout, icc=icc, exif=None if exif is None else exif.tobytes(),
-                         dpi=dpi, alpha=alpha)
+                         dpi=dpi, xmp=xmp, alpha=alpha)
     if fmt == "TIFF":
-        return TiffStream(fp, width, height, layout, icc=icc, exif=exif, dpi=dpi, alpha=alpha)
+        return TiffStream(fp, width, height, layout, icc=icc, exif=exif, dpi=dpi, xmp=xmp, alpha=alpha)
     raise OutputError(f"{fmt} is not written band by band (only {', '.join(STREAMED_FORMATS)})")
 
 
 def _format_name(fmt: str) -> str:
     name = str(fmt).upper().lstrip(".")
-    name = {"JPG": "JPEG", "TIF": "TIFF"}.get(name, name)
+    name = {"JPG": "JPEG", "TIF": "TIFF", "HEIC": "HEIF"}.get(name, name)
     if name not in FORMATS:
         raise OutputError(f"unsupported output format {fmt!r} (use one of {', '.join(FORMATS)})")
     return name
@@ -291,18 +310,28 @@ def _write_pillow(
     exif: Image.Exif | None,
     dpi: tuple[float, float] | None,
     quality: int | None,
+    xmp: bytes | None,
 ) -> None:
     mode = _PILLOW_MODES[samples.shape[2]]
     im = Image.fromarray(samples[..., 0] if mode == "L" else samples)
     if im.mode != mode:  # guards Pillow's mode inference from (H, W, C) uint8
         im = im.convert(mode)
     params: dict[str, object] = {}
-    if icc and fmt in ("PNG", "JPEG", "WEBP"):
+    if icc and fmt in ("PNG", "JPEG", "WEBP", "AVIF"):
         params["icc_profile"] = icc
-    if exif is not None and fmt in ("PNG", "JPEG", "WEBP"):
+    if exif is not None and fmt in ("PNG", "JPEG", "WEBP", "AVIF"):
         blob = exif.tobytes()
         if fmt != "JPEG" or len(blob) <= _JPEG_MAX_EXIF:
             params["exif"] = blob
+    if xmp and fmt == "PNG":
+        try:
+            info = PngImagePlugin.PngInfo()
+            info.add_itxt(PNG_XMP_KEYWORD.decode(), xmp.decode("utf-8"))
+            params["pnginfo"] = info
+        except UnicodeDecodeError:
+            pass  # XMP is UTF-8 by definition; a packet that is not cannot go into iTXt
+    elif xmp and fmt in ("WEBP", "AVIF") or xmp and fmt == "JPEG" and len(xmp) <= _JPEG_MAX_XMP:
+        params["xmp"] = xmp
     if dpi is not None and fmt in ("PNG", "JPEG", "BMP"):
         params["dpi"] = (round(dpi[0]), round(dpi[1])) if fmt == "JPEG" else dpi
     if fmt == "PNG":
@@ -312,4 +341,7 @@ def _write_pillow(
         params["subsampling"] = 0
     elif fmt == "WEBP":
         params["quality"] = WEBP_QUALITY if quality is None else quality
+    elif fmt == "AVIF":
+        params["quality"] = AVIF_QUALITY if quality is None else quality
+        params["subsampling"] = "4:2:0"
     im.save(buf, fmt, **params)

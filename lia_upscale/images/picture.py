@@ -10,8 +10,10 @@ from typing import Final, Literal, Mapping
 import numpy as np
 
 __all__ = [
+    "AVIF_QUALITY",
     "FORMATS",
     "FORMAT_SUFFIXES",
+    "HEIF_QUALITY",
     "JPEG_QUALITY",
     "KINDS",
     "WEBP_QUALITY",
@@ -29,8 +31,10 @@ __all__ = [
     "source_name",
 ]
 
-#: Formats ``decode`` reads and ``encode`` writes (Pillow's names).
-FORMATS: Final = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
+#: Formats ``decode`` reads and ``encode`` writes (Pillow's names). HEIF (HEIC) needs the
+#: optional ``heif`` extra (pillow-heif) and AVIF a Pillow built with AVIF (its wheels are);
+#: :func:`lia_upscale.images.missing_support` says whether this installation has them.
+FORMATS: Final = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "HEIF", "AVIF")
 
 #: What the input's pixels were stored as; ``encode`` writes the matching mode.
 KINDS: Final = ("rgb", "rgba", "gray", "gray_alpha", "palette", "cmyk")
@@ -49,12 +53,20 @@ FORMAT_SUFFIXES: Final[Mapping[str, str]] = MappingProxyType(
         ".tif": "TIFF",
         ".tiff": "TIFF",
         ".bmp": "BMP",
+        ".heic": "HEIF",
+        ".heif": "HEIF",
+        ".hif": "HEIF",
+        ".avif": "AVIF",
     }
 )
 
 #: Default quality of lossy outputs (JPEG is written 4:4:4, WEBP lossy).
 JPEG_QUALITY: Final = 95
 WEBP_QUALITY: Final = 95
+#: HEIF (HEVC) and AVIF (AV1) reach a JPEG-95 look at lower settings; written 4:2:0 like a
+#: phone's, the chroma every HEIC/AVIF decoder supports.
+HEIF_QUALITY: Final = 90
+AVIF_QUALITY: Final = 90
 
 ORIENTATION_TAG: Final = 0x0112
 EXIF_IFD_TAG: Final = 0x8769
@@ -84,7 +96,7 @@ class Picture:
             A picture decoded with ``decode(..., samples=True)`` holds its 8-bit samples
             here instead (uint8, a quarter of the memory); :meth:`float_rgb` reads either.
         alpha: float32 array (H, W) in [0, 1], or None when the input had no transparency.
-        bit_depth: 8 or 16, the sample depth of the input.
+        bit_depth: 8 or 16, the sample depth of the input (10- and 12-bit HEIF count as 16).
         kind: what the input stored ("rgb", "rgba", "gray", "gray_alpha", "palette",
             "cmyk"); ``encode`` writes gray kinds as gray, everything else as RGB(A).
         format: the input's format, one of :data:`FORMATS`.
@@ -92,6 +104,8 @@ class Picture:
         exif: EXIF block as Pillow writes it (starts with ``b"Exif\\0\\0"``) with the
             orientation tag set to 1, or None.
         dpi: (x, y) dots per inch after orientation, or None when the file has none.
+        xmp: the XMP packet as stored (UTF-8 XML, ``<?xpacket`` wrapper and padding
+            included), or None; ``encode`` updates its size and orientation fields only.
     """
 
     rgb: np.ndarray
@@ -102,6 +116,7 @@ class Picture:
     icc: bytes | None = None
     exif: bytes | None = None
     dpi: tuple[float, float] | None = None
+    xmp: bytes | None = None
 
     def __post_init__(self) -> None:
         rgb = self.rgb

@@ -19,6 +19,8 @@ from typing import BinaryIO, Final
 
 import numpy as np
 
+from .xmp import png_xmp_chunk
+
 __all__ = ["Layout", "quantize", "luma", "SampleStore", "AlphaPlane", "quantize_value", "PngStream", "RowBands", "png_filter_rows", "write_png"]
 
 _LUMA: Final = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -177,8 +179,8 @@ def png_filter_rows(raw: np.ndarray, bpp: int, previous: np.ndarray | None = Non
 class _PngWriter:
     """PNG chunks to a stream: header, then scanlines in bands, then the end."""
 
-    def __init__(self, fp: BinaryIO, width: int, height: int, layout: Layout,
-                 icc: bytes | None, exif: bytes | None, dpi: tuple[float, float] | None) -> None:
+    def __init__(self, fp: BinaryIO, width: int, height: int, layout: Layout, icc: bytes | None,
+                 exif: bytes | None, dpi: tuple[float, float] | None, xmp: bytes | None = None) -> None:
         self.fp, self.layout, self.width = fp, layout, width
         color_type = {1: 0, 2: 4, 3: 2, 4: 6}[layout.channels]
         fp.write(PNG_SIGNATURE)
@@ -189,6 +191,8 @@ class _PngWriter:
             self._chunk(b"pHYs", struct.pack(">IIB", round(dpi[0] / 0.0254), round(dpi[1] / 0.0254), 1))
         if exif is not None:
             self._chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\0\0") else exif)
+        if xmp:
+            self._chunk(b"iTXt", png_xmp_chunk(xmp))
         self._packer = zlib.compressobj(6)
         self._pending = bytearray()
         self._previous: np.ndarray | None = None
@@ -221,9 +225,9 @@ class _PngWriter:
 
 
 def write_png(fp: BinaryIO, samples: np.ndarray, layout: Layout, icc: bytes | None, exif: bytes | None,
-              dpi: tuple[float, float] | None) -> None:
+              dpi: tuple[float, float] | None, xmp: bytes | None = None) -> None:
     """A whole PNG of (H, W, C) samples: adaptive row filters, zlib level 6."""
-    writer = _PngWriter(fp, samples.shape[1], samples.shape[0], layout, icc, exif, dpi)
+    writer = _PngWriter(fp, samples.shape[1], samples.shape[0], layout, icc, exif, dpi, xmp)
     writer.rows(samples)
     writer.close()
 
@@ -289,10 +293,10 @@ class PngStream(RowBands):
 
     def __init__(self, fp: BinaryIO, width: int, height: int, layout: Layout, *, icc: bytes | None = None,
                  exif: bytes | None = None, dpi: tuple[float, float] | None = None,
-                 alpha: np.ndarray | None = None) -> None:
+                 xmp: bytes | None = None, alpha: np.ndarray | None = None) -> None:
         super().__init__(width, height, layout, alpha)
         self.fp = fp
-        self._meta = (icc, exif, dpi)
+        self._meta = (icc, exif, dpi, xmp)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="png-rows")
         self._start()
 

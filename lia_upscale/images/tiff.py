@@ -32,7 +32,7 @@ _STRIP_BYTES = 1 << 18
 
 
 def _options(channels: int, icc: bytes | None, exif: Image.Exif | None,
-             dpi: tuple[float, float] | None) -> tuple[dict[str, object], bool]:
+             dpi: tuple[float, float] | None, xmp: bytes | None) -> tuple[dict[str, object], bool]:
     """tifffile keyword arguments for the metadata, and whether EXIF pointers need patching."""
     extratags: list[tuple[int, str, int, object, bool]] = []
     software: str | bool = False
@@ -55,6 +55,8 @@ def _options(channels: int, icc: bytes | None, exif: Image.Exif | None,
             if tag in exif and exif.get_ifd(tag):
                 pointers = True
                 extratags.append((tag - 1, "I", 1, 0, True))
+    if xmp:
+        extratags.append((700, "B", len(xmp), xmp, True))
     datetime = exif.get(0x0132) if exif is not None else None
     kwargs: dict[str, object] = dict(
         photometric="rgb" if channels >= 3 else "minisblack",
@@ -83,12 +85,13 @@ def write_tiff(
     icc: bytes | None,
     exif: Image.Exif | None,
     dpi: tuple[float, float] | None,
+    xmp: bytes | None = None,
 ) -> None:
     """A whole TIFF of (H, W, C) uint8/uint16 samples (C: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA)."""
     import tifffile
 
     channels = samples.shape[2]
-    kwargs, pointers = _options(channels, icc, exif, dpi)
+    kwargs, pointers = _options(channels, icc, exif, dpi, xmp)
     tifffile.imwrite(buf, samples[..., 0] if channels == 1 else samples, **kwargs)
     if pointers:
         _patch_exif_pointers(buf, exif)  # type: ignore[arg-type]
@@ -147,10 +150,10 @@ class TiffStream(RowBands):
 
     def __init__(self, fp: BinaryIO, width: int, height: int, layout: Layout, *, icc: bytes | None = None,
                  exif: Image.Exif | None = None, dpi: tuple[float, float] | None = None,
-                 alpha: np.ndarray | None = None) -> None:
+                 xmp: bytes | None = None, alpha: np.ndarray | None = None) -> None:
         super().__init__(width, height, layout, alpha)
         self.fp = fp
-        self._icc, self._exif, self._dpi = icc, exif, dpi
+        self._icc, self._exif, self._dpi, self._xmp = icc, exif, dpi, xmp
         self.rows_per_strip = max(1, _STRIP_BYTES // (width * layout.bytes_per_pixel()))
         self._start()
 
@@ -163,7 +166,7 @@ class TiffStream(RowBands):
         self._rest: np.ndarray | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
-        kwargs, self._pointers = _options(self.layout.channels, self._icc, self._exif, self._dpi)
+        kwargs, self._pointers = _options(self.layout.channels, self._icc, self._exif, self._dpi, self._xmp)
         shape = (self.height, self.width) + ((self.layout.channels,) if self.layout.channels > 1 else ())
 
         def strips() -> Iterator[bytes]:
