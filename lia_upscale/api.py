@@ -305,6 +305,16 @@ class Upscaler:
         store = self._into_samples(picture, layout, on_tile, tile)
         return Finish(lambda: images.save_samples(store.samples, layout, picture, dst, fmt, quality, dpi_scale=s))
 
+    def memory_for(self, picture: images.Picture, fmt: str) -> tuple[int, int]:
+        """(bytes while ``picture`` is upscaled for ``fmt``, bytes it still holds after the
+        network until its ``finish()`` has written it): estimates for planning a batch."""
+        fmt = images.format_name(fmt)
+        layout = images.output_layout(picture, fmt)
+        streamed = fmt in images.STREAMED_FORMATS
+        kept = kept_bytes(layout, streamed)
+        size = (picture.height, picture.width)
+        return self.engine.working_bytes(size, kept), int(kept * size[0] * size[1] * self.scale**2)
+
     def plan_tile(self, picture: images.Picture, layout: images.Layout, streamed: bool) -> int:
         """The tile edge for writing ``picture`` with ``layout`` within :attr:`max_memory`.
 

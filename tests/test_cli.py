@@ -293,7 +293,7 @@ def test_two_images_at_once_only_where_two_fit_the_memory_budget(monkeypatch) ->
     assert image_lanes(x2, [photo] * 4) == 2  # 2 x 0.93 GiB estimated
     assert image_lanes(x4, [photo] * 4) == 1  # 2 x 1.85 GiB would not fit 2 GiB
     assert image_lanes(x2, [(1000, 1000)] * 4) == 2
-    assert image_lanes(x2, [(1000, 1000), (3024, 4032)]) == 1  # the largest image decides
+    assert image_lanes(x2, [(1000, 1000), (6048, 8064)]) == 1  # the largest image decides
     assert image_lanes(x2, [photo]) == 1  # nothing to overlap
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     assert image_lanes(x2, [photo] * 4) == 1

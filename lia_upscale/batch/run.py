@@ -77,6 +77,7 @@ class _Pending:
     started: float
     future: Future
     finish: Finish
+    held: int = 0  # bytes the image holds until written (Upscaler.memory_for)
 
 
 def _run_into(future: Future, fn: Callable[..., object], *args: object) -> None:
@@ -227,13 +228,18 @@ def run_jobs(
                     picture = reads[i].result()
                     reads[i] = None  # type: ignore[call-overload]
                     h, w = picture.rgb.shape[:2]
+                    held = 0
+                    if outscale is None:
+                        need, held = upscaler.memory_for(picture, job.fmt)
+                        if writing and need + sum(p.held for p in writing) > upscaler.max_memory:
+                            finish_writes(0)  # the images waiting to be written make room first
                     ev.on_start(job, h * w)
                     finish = _upscale_part(upscaler, picture, job, quality, outscale, ev.on_tile)
                 except Exception as exc:  # one file's failure never stops the batch
-                    finish_writes(None)
+                    finish_writes(0)  # earlier images are reported first, in job order
                     report(Outcome(job, "failed", time.perf_counter() - started, _reason(exc)))
                     continue
-                pending = _Pending(job, started, Future(), finish)
+                pending = _Pending(job, started, Future(), finish, held)
                 try:
                     # a bounded number of finished images waits for its encoder: bounds memory
                     finish_writes(ENCODES_IN_FLIGHT - 1)
