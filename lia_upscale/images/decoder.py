@@ -163,9 +163,9 @@ def max_pixels() -> int:
 
 
 def from_pil(image: Image.Image) -> Picture | None:
-    """A :class:`Picture` of an in-memory PIL image, as :func:`decode` would make of it saved
-    as PNG (modes, tRNS transparency, ICC, DPI, EXIF kept; no orientation applied, as a PNG
-    has none), without encoding it. None for modes read only through a file (32-bit "I",
+    """A :class:`Picture` of an in-memory PIL image, as :func:`decode` (``samples=True``:
+    8-bit colour stays uint8) would make of it saved as PNG (modes, tRNS transparency, ICC,
+    DPI, EXIF, XMP kept; no orientation applied, as a PNG has none), without encoding it. None for modes read only through a file (32-bit "I",
     "F"): save those and :func:`decode` them."""
     if image.mode not in ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBX", "RGBA", "RGBa", "CMYK",
                           "I;16", "I;16B", "I;16L", "I;16N"):
@@ -181,7 +181,7 @@ def from_pil(image: Image.Image) -> Picture | None:
         except Exception:  # noqa: BLE001 - a broken EXIF block is left out, as decode does
             exif = None
     samples, kind, alpha_key, icc = _pillow_pixels("<PIL image>", image, icc)
-    rgb, alpha, bit_depth = _to_float(samples, alpha_key)
+    rgb, alpha, bit_depth = _to_float(samples, alpha_key, keep_8bit=True)
     if alpha is not None and kind in ("rgb", "gray"):
         kind = "rgba" if kind == "rgb" else "gray_alpha"
     return Picture(rgb=rgb, alpha=alpha, bit_depth=bit_depth, kind=kind, format="PNG", icc=icc,
