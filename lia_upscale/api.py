@@ -89,7 +89,7 @@ class Upscaler:
         purpose: str = "photo",
         on_warning: Callable[[str], None] | None = None,
     ) -> None:
-        self.model = models.load_model(resolve_model_source(weights, model, scale, purpose))
+        self.model = models.load_model(resolve_model_source(weights, model, scale, purpose), on_warning=on_warning)
         if scale is not None and scale != self.model.scale:
             raise LiaError(f"{self.model.source} is a x{self.model.scale} model, but x{scale} was asked for")
         dev = choose_device(device)

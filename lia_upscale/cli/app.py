@@ -113,8 +113,8 @@ def make_upscaler(console: Console, **kwargs):
     from ..api import Upscaler
 
     try:
-        return Upscaler(on_warning=lambda msg: console.log(f"[yellow]warning:[/] {escape(printable(msg))}"),
-                        **kwargs)
+        # say(): one line however long (a path in it), above any progress display
+        return Upscaler(on_warning=lambda msg: say(console, msg, "[yellow]warning:[/] "), **kwargs)
     except LiaError as exc:
         fail_usage(str(exc))
 
