@@ -15,7 +15,9 @@ from PIL import Image
 
 from . import images, models
 from .engine import Engine
+from .engine import tta
 from .engine.device import choose_device, choose_dtype
+from .engine.threads import set_cpu_threads
 from .errors import LiaError
 
 __all__ = ["Upscaler", "NetworkOutput", "resolve_model_source", "output_size"]
@@ -74,7 +76,11 @@ class Upscaler:
     ``device``: auto|cpu|cuda|cuda:N; ``precision``: auto|fp32|fp16|bf16 (auto: float16
     on CUDA, float32 on the CPU); ``tile``: tile edge in input pixels (None: the
     measured default, 0: whole image). ``on_warning`` receives one-line notices (e.g. a
-    float32 fallback) instead of anything being printed.
+    float32 fallback, third-party weights) instead of anything being printed.
+    ``tta``: the x8 self-ensemble (:mod:`~lia_upscale.engine.tta`; eight times the work,
+    a little more fidelity). ``threads``: CPU threads for torch (None: leave torch's
+    setting, by default all cores); torch's setting is process-wide, so this sets it for
+    the whole process.
     """
 
     def __init__(
@@ -88,13 +94,25 @@ class Upscaler:
         tile: int | None = None,
         purpose: str = "photo",
         on_warning: Callable[[str], None] | None = None,
+        tta: bool = False,
+        threads: int | None = None,
     ) -> None:
+        if threads is not None:
+            set_cpu_threads(threads)
         self.model = models.load_model(resolve_model_source(weights, model, scale, purpose), on_warning=on_warning)
         if scale is not None and scale != self.model.scale:
             raise LiaError(f"{self.model.source} is a x{self.model.scale} model, but x{scale} was asked for")
         dev = choose_device(device)
         self.engine = Engine(self.model.module, dev, choose_dtype(precision, dev), tile,
                              descriptor=self.model.descriptor, on_fallback=on_warning)
+        self.tta = bool(tta)
+
+    def _network(self, rgb: np.ndarray | torch.Tensor, on_tile: Callable[[int, int], None] | None) -> torch.Tensor:
+        """The engine's output for one image; with ``tta`` the x8 self-ensemble of it."""
+        if not self.tta:
+            return self.engine.run(rgb, on_tile)
+        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1) if isinstance(rgb, np.ndarray) else rgb
+        return tta.ensemble(image, self.engine.run, on_tile)
 
     @property
     def scale(self) -> int:
@@ -105,7 +123,7 @@ class Upscaler:
         self, rgb: np.ndarray | torch.Tensor, on_tile: Callable[[int, int], None] | None = None
     ) -> torch.Tensor:
         """(H, W, 3) array or (3, H, W) tensor in [0, 1] -> (3, sH, sW) float32 tensor in [0, 1]."""
-        return self.engine.run(rgb, on_tile).clamp_(0, 1)
+        return self._network(rgb, on_tile).clamp_(0, 1)
 
     def run_network(
         self, picture: images.Picture, on_tile: Callable[[int, int], None] | None = None
@@ -118,14 +136,14 @@ class Upscaler:
         Raises LiaError when the output is not finite (weights that overflow on this image):
         the encoder would silently turn NaN into black.
         """
-        rgb = _finite(self.engine.run(picture.rgb, on_tile))
+        rgb = _finite(self._network(picture.rgb, on_tile))
         alpha: torch.Tensor | float | None = None
         if picture.alpha is not None:
             a = picture.alpha
             if float(a.min()) == float(a.max()):
                 alpha = float(a.min())
             else:
-                alpha = _finite(self.engine.run(np.repeat(a[:, :, None], 3, axis=2), on_tile))
+                alpha = _finite(self._network(np.repeat(a[:, :, None], 3, axis=2), on_tile))
         return NetworkOutput(rgb, alpha)
 
     def finish_picture(
