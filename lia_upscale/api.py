@@ -15,8 +15,10 @@ from PIL import Image
 
 from . import images, models
 from .engine import Engine
+from .engine import tta
 from .engine.budget import default_budget
 from .engine.device import choose_device, choose_dtype
+from .engine.threads import set_cpu_threads
 from .errors import LiaError
 
 __all__ = ["Upscaler", "NetworkOutput", "Finish", "resolve_model_source", "output_size", "kept_bytes"]
@@ -126,7 +128,11 @@ class Upscaler:
     :meth:`render` (the CLI, :meth:`upscale_file`) upscales and writes it (default:
     :func:`~lia_upscale.engine.budget.default_budget`); tiles shrink to fit it and an
     image that cannot fit fails before the network runs. ``on_warning`` receives
-    one-line notices (e.g. a float32 fallback) instead of anything being printed.
+    one-line notices (e.g. a float32 fallback, third-party weights) instead of anything
+    being printed. ``tta``: the x8 self-ensemble (:mod:`~lia_upscale.engine.tta`; eight
+    times the work, a little more fidelity). ``threads``: CPU threads for torch (None:
+    leave torch's setting, by default all cores); torch's setting is process-wide, so
+    this sets it for the whole process.
     """
 
     def __init__(
@@ -141,8 +147,12 @@ class Upscaler:
         purpose: str = "photo",
         max_memory: int | None = None,
         on_warning: Callable[[str], None] | None = None,
+        tta: bool = False,
+        threads: int | None = None,
     ) -> None:
-        self.model = models.load_model(resolve_model_source(weights, model, scale, purpose))
+        if threads is not None:
+            set_cpu_threads(threads)
+        self.model = models.load_model(resolve_model_source(weights, model, scale, purpose), on_warning=on_warning)
         #: bytes one image may hold while it is upscaled and written (see :meth:`render`)
         self.max_memory = default_budget() if max_memory is None else int(max_memory)
         if scale is not None and scale != self.model.scale:
@@ -150,6 +160,25 @@ class Upscaler:
         dev = choose_device(device)
         self.engine = Engine(self.model.module, dev, choose_dtype(precision, dev), tile,
                              descriptor=self.model.descriptor, on_fallback=on_warning)
+        self.tta = bool(tta)
+
+    def _network(self, rgb: np.ndarray | torch.Tensor, on_tile: Callable[[int, int], None] | None) -> torch.Tensor:
+        """The engine's output for one image; with ``tta`` the x8 self-ensemble of it."""
+        if not self.tta:
+            return self.engine.run(rgb, on_tile)
+        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1) if isinstance(rgb, np.ndarray) else rgb
+        return tta.ensemble(image, self.engine.run, on_tile)
+
+    def _network_into(self, rgb: np.ndarray, sink, on_tile: Callable[[int, int], None] | None, *,
+                      tile: int) -> None:
+        """:meth:`_network` handing finished pixels to ``sink`` band by band; with ``tta`` the
+        ensemble's float image is made first (TTA is not bounded by the budget) and handed over whole."""
+        if not self.tta:
+            self.engine.run_into(rgb, sink, on_tile, tile=tile)
+            return
+        out = self._network(rgb, on_tile)
+        sink.put(0, 0, out.permute(1, 2, 0).numpy())
+        sink.done(out.shape[1])
 
     @property
     def scale(self) -> int:
@@ -160,7 +189,7 @@ class Upscaler:
         self, rgb: np.ndarray | torch.Tensor, on_tile: Callable[[int, int], None] | None = None
     ) -> torch.Tensor:
         """(H, W, 3) array or (3, H, W) tensor in [0, 1] -> (3, sH, sW) float32 tensor in [0, 1]."""
-        return self.engine.run(rgb, on_tile).clamp_(0, 1)
+        return self._network(rgb, on_tile).clamp_(0, 1)
 
     def run_network(
         self, picture: images.Picture, on_tile: Callable[[int, int], None] | None = None
@@ -173,14 +202,14 @@ class Upscaler:
         Raises LiaError when the output is not finite (weights that overflow on this image):
         the encoder would silently turn NaN into black.
         """
-        rgb = _finite(self.engine.run(picture.rgb, on_tile))
+        rgb = _finite(self._network(picture.rgb, on_tile))
         alpha: torch.Tensor | float | None = None
         if picture.alpha is not None:
             a = picture.alpha
             if float(a.min()) == float(a.max()):
                 alpha = float(a.min())
             else:
-                alpha = _finite(self.engine.run(np.repeat(a[:, :, None], 3, axis=2), on_tile))
+                alpha = _finite(self._network(np.repeat(a[:, :, None], 3, axis=2), on_tile))
         return NetworkOutput(rgb, alpha)
 
     def finish_picture(
@@ -251,7 +280,7 @@ class Upscaler:
         if float(a.min()) == float(a.max()):  # uniform: nothing to compute
             plane[...] = images.quantize_value(float(a.min()), bits)
             return
-        self.engine.run_into(np.repeat(a[:, :, None], 3, axis=2), _Finite(images.AlphaPlane(plane, bits)),
+        self._network_into(np.repeat(a[:, :, None], 3, axis=2), _Finite(images.AlphaPlane(plane, bits)),
                              on_tile, tile=tile)
 
     def _into_samples(self, picture: images.Picture, layout: images.Layout,
@@ -260,7 +289,7 @@ class Upscaler:
         store = images.SampleStore(picture.height * s, picture.width * s, layout)
         if layout.alpha:
             self._alpha_into(picture, store.samples[..., -1], layout.bits, on_tile, tile)
-        self.engine.run_into(picture.rgb, _Finite(store), on_tile, tile=tile)
+        self._network_into(picture.rgb, _Finite(store), on_tile, tile=tile)
         return store
 
     def render(
@@ -298,7 +327,7 @@ class Upscaler:
                 self._alpha_into(picture, alpha, layout.bits, on_tile, tile)
             staged = images.write_streamed(
                 dst, fmt, layout, picture, size,
-                lambda sink: self.engine.run_into(picture.rgb, _Finite(sink), on_tile, tile=tile),
+                lambda sink: self._network_into(picture.rgb, _Finite(sink), on_tile, tile=tile),
                 dpi_scale=s, alpha=alpha,
             )
             return Finish(lambda: images.commit(staged), staged.discard)

@@ -21,6 +21,8 @@ ALLOWED = {
     "batch": {"api", "engine", "images"},
     "tools": {"nn", "models", "engine", "images", "api", "batch"},
     "raybatch": {"api", "batch", "images"},  # the optional Ray engine: the only room that imports ray
+    # bridges to other tools (spandrel): may use any of the core, and nothing imports them
+    "integrations": {"nn", "models", "engine", "images", "api", "batch"},
     "cli": {"nn", "models", "engine", "images", "api", "batch", "tools", "raybatch", "__init__"},
     "__main__": {"cli"},
     "__init__": {"api", "models"},
@@ -135,6 +137,24 @@ def test_only_raybatch_imports_ray_and_only_lazily() -> None:
     assert not wrong, wrong
 
 
+def test_nothing_imports_integrations_and_only_they_import_spandrel() -> None:
+    """An integration registers with another tool when it is imported, so nothing of ours
+    may import it; spandrel (and its torchvision) stays behind the extra."""
+    wrong = [f"{m} -> {t}" for m, ts in _graph().items() if _room(m) != "integrations"
+             for t in ts if _room(t) == "integrations"]
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                roots = [(node.module or "").split(".")[0]]
+            else:
+                continue
+            if {"spandrel", "torchvision"} & set(roots) and _room(name) != "integrations":
+                wrong.append(f"{name}: line {node.lineno}")
+    assert not wrong, wrong
+
+
 def test_no_private_names_across_modules() -> None:
     wrong = []
     for name, path in _modules().items():
@@ -160,6 +180,6 @@ def test_the_graph_sees_known_edges() -> None:
 
 def test_import_lia_upscale_stays_light() -> None:
     code = ("import sys, lia_upscale, lia_upscale.images, lia_upscale.errors; "
-            "print(sorted(m for m in ('torch', 'click', 'rich') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'click', 'rich', 'spandrel') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -100,7 +100,21 @@ def model_options(f):
     return f
 
 
+def _threads(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """A click callback: ``--threads`` is a whole number >= 1; anything else is one line and exit 2."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not (text.isdecimal() and int(text) >= 1):
+        fail_usage(f"--threads must be a whole number >= 1, not {value!r}")
+    return int(text)
+
+
 def engine_options(f):
+    f = click.option("--threads", callback=_threads, default=None, metavar="N",
+                     help="CPU threads for the network (default: all cores).")(f)
+    f = click.option("--tta", is_flag=True,
+                     help="x8 self-ensemble (rotations and mirrors averaged): 8x the time, a little more fidelity.")(f)
     f = click.option("--tile", type=click.IntRange(min=0), default=None,
                      help="Tile edge in input pixels (0: whole image; default: measured, see README).")(f)
     f = click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
@@ -142,8 +156,8 @@ def make_upscaler(console: Console, **kwargs):
     from ..api import Upscaler
 
     try:
-        return Upscaler(on_warning=lambda msg: console.log(f"[yellow]warning:[/] {escape(printable(msg))}"),
-                        **kwargs)
+        # say(): one line however long (a path in it), above any progress display
+        return Upscaler(on_warning=lambda msg: say(console, msg, "[yellow]warning:[/] "), **kwargs)
     except LiaError as exc:
         fail_usage(str(exc))
 

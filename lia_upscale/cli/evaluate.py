@@ -19,8 +19,9 @@ from .app import engine_options, fail, fail_usage, main, make_console, make_upsc
 @model_options
 @engine_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def eval_cmd(folder, weights, model_name, tile, precision, device, as_json) -> None:
+def eval_cmd(folder, weights, model_name, tile, precision, device, tta, threads, as_json) -> None:
     """PSNR-Y / SSIM-Y over the *_LR.png / *_HR.png pairs in FOLDER (BasicSR protocol)."""
+    from ..engine.threads import cpu_threads
     from ..tools.evaluate import evaluate, find_pairs, pair_scale
 
     console = make_console()
@@ -31,7 +32,7 @@ def eval_cmd(folder, weights, model_name, tile, precision, device, as_json) -> N
         fail_usage(str(exc))
     upscaler = make_upscaler(console, model=model_name, weights=weights,
                               scale=None if (weights or model_name) else scale, purpose="clean",
-                              device=device, precision=precision, tile=tile)
+                              device=device, precision=precision, tile=tile, tta=tta, threads=threads)
     if upscaler.scale != scale:
         fail_usage(f"the pairs in {folder} are x{scale} but the model is x{upscaler.scale}")
     try:
@@ -42,9 +43,12 @@ def eval_cmd(folder, weights, model_name, tile, precision, device, as_json) -> N
         out = result.as_json()
         out["model"] = str(upscaler.model.source)
         out["variant"] = upscaler.model.variant
+        out["tta"] = upscaler.tta
+        out["threads"] = cpu_threads()
         print(json.dumps(out))
         return
-    table = Table(title=escape(f"{folder}  ({upscaler.model.source}, x{scale})"), title_justify="left")
+    title = f"{folder}  ({upscaler.model.source}, x{scale}{', tta' if upscaler.tta else ''})"
+    table = Table(title=escape(title), title_justify="left")
     table.add_column("image")
     table.add_column("PSNR-Y", justify="right")
     table.add_column("SSIM-Y", justify="right")

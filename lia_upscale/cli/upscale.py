@@ -73,7 +73,8 @@ class _MegapixelRate(ProgressColumn):
 @click.option("-q", "--quiet", is_flag=True, help="No progress display or summary.")
 @ray_options
 def upscale_cmd(paths, scale, weights, model_name, outscale, fmt, quality, overwrite, no_recursive,
-                tile, precision, device, max_memory, max_pixels, as_json, quiet, use_ray, **ray_args) -> None:
+                tile, precision, device, tta, threads, max_memory, max_pixels, as_json, quiet, use_ray,
+                **ray_args) -> None:
     """Upscale INPUT... (files, folders, globs, or - for stdin) into OUTPUT (folder, file, or -)."""
     from ..batch import UsageError, plan_jobs
 
@@ -86,7 +87,9 @@ def upscale_cmd(paths, scale, weights, model_name, outscale, fmt, quality, overw
     if scale is None and outscale and not (weights or model_name):
         scale = "2" if outscale <= 2 else "4"  # the default model nearest above the factor
     upscaler_args = dict(model=model_name, weights=weights, scale=int(scale) if scale else None,
-                         device=device, precision=precision, tile=tile, max_memory=max_memory)
+                         device=device, precision=precision, tile=tile, tta=tta, max_memory=max_memory)
+    if threads is not None and (use_ray or ray_args["ray_address"]):
+        fail_usage("--threads sets this machine's threads; a Ray batch takes --ray-threads")
     if max_pixels is not None:
         from .. import images
 
@@ -94,7 +97,7 @@ def upscale_cmd(paths, scale, weights, model_name, outscale, fmt, quality, overw
     if "-" in inputs or output == "-":
         if use_ray or ray_args["ray_address"]:
             fail_usage("--ray runs a batch of files; streaming through - runs here, without it")
-        _stream(inputs, output, fmt, quality, outscale, overwrite, console, upscaler_args)
+        _stream(inputs, output, fmt, quality, outscale, overwrite, console, dict(upscaler_args, threads=threads))
         return
     if use_ray or ray_args["ray_address"]:
         sys.exit(run_on_ray(inputs, output, fmt, not no_recursive, upscaler_args, ray_args, console,
@@ -104,7 +107,7 @@ def upscale_cmd(paths, scale, weights, model_name, outscale, fmt, quality, overw
         jobs = plan_jobs(inputs, output, fmt=fmt, recursive=not no_recursive)
     except UsageError as exc:
         fail_usage(str(exc))
-    upscaler = make_upscaler(console, **upscaler_args)
+    upscaler = make_upscaler(console, **upscaler_args, threads=threads)
 
     def run(events) -> None:
         from ..batch import run_jobs

@@ -7,12 +7,25 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["cpu_threads", "shared_threads"]
+from ..errors import DeviceError
+
+__all__ = ["cpu_threads", "set_cpu_threads", "shared_threads"]
 
 
 def cpu_threads() -> int:
     """The number of threads torch's CPU operators use."""
     return torch.get_num_threads()
+
+
+def set_cpu_threads(threads: int) -> int:
+    """Set the threads torch's CPU operators use (process-wide); a whole number >= 1.
+
+    Returns it. Raises DeviceError for anything else (0, negative, not an integer).
+    """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise DeviceError(f"threads must be a whole number >= 1, not {threads!r}")
+    torch.set_num_threads(threads)
+    return threads
 
 
 @contextmanager

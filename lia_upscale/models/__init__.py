@@ -6,17 +6,20 @@ from .detect import check_shapes, check_values, describe_config, detect_config, 
 from .loader import Model, load_model
 from .cards import ALL_CARDS, CARDS, PURPOSES, ModelCard, card_for_file, default_model_name, get_card
 from .descriptor import ModelDescriptor, describe
+from .reparam import fold_training_state, is_training_form
 from .registry import ProgressCallback, embedded_weights_dir, install, list_models, resolve, user_weights_dir
 from .weightfile import (
     FORMAT,
     FORMAT_VERSION,
     WeightHeader,
     convert,
+    read_any_safetensors,
     read_header,
     read_pth,
     read_safetensors,
     read_torch_file,
     save_weights,
+    unwrap_checkpoint,
 )
 
 __all__ = [
@@ -47,9 +50,13 @@ __all__ = [
     "FORMAT_VERSION",
     "WeightHeader",
     "convert",
+    "read_any_safetensors",
     "read_header",
     "read_pth",
     "read_safetensors",
     "read_torch_file",
     "save_weights",
+    "unwrap_checkpoint",
+    "fold_training_state",
+    "is_training_form",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from .detect import detect_config, load_state
 from .cards import CARDS, ModelCard, get_card
 from .descriptor import ModelDescriptor, describe
 from .registry import resolve
-from .weightfile import read_pth, read_safetensors
+from .reparam import fold_training_state, is_training_form
+from .weightfile import read_any_safetensors, read_torch_file, unwrap_checkpoint
 
 __all__ = ["Model", "load_model"]
 
@@ -60,25 +62,38 @@ def _is_torch_checkpoint(path: Path) -> bool:
     return magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"
 
 
-def _read(path: Path) -> tuple[PlainUSRConfig, str, dict[str, torch.Tensor]]:
+def _read(path: Path) -> tuple[PlainUSRConfig, str, dict[str, torch.Tensor], list[str]]:
+    """The network, variant and deploy-form state dict of a weight file, and notes on what
+    was adapted to read it (empty for our files and flat official checkpoints)."""
     suffix = path.suffix.lower()
     if suffix == ".safetensors" or (suffix not in _PTH_SUFFIXES and not _is_torch_checkpoint(path)):
-        header, state = read_safetensors(path)
-        return header.config, header.variant, state
-    state = read_pth(path)
+        state, notes = read_any_safetensors(path)
+    else:
+        state, notes = unwrap_checkpoint(read_torch_file(path), path)
     try:
+        if is_training_form(state):
+            state = fold_training_state(state)
+            notes.append("training form folded into the deploy form")
         config, variant = detect_config({k: tuple(v.shape) for k, v in state.items()})
     except WeightsError as e:
         raise WeightsError(f"{path}: {e}") from None
-    return config, variant, state
+    return config, variant, state, notes
 
 
-def load_model(path_or_name: str | os.PathLike[str]) -> Model:
+def load_model(
+    path_or_name: str | os.PathLike[str], *, on_warning: Callable[[str], None] | None = None
+) -> Model:
     """Load a model by registry name (``"lia-u-x4"``, ``"plainusr-m-x2"``) or weight file.
 
     A ``.safetensors`` file has its header validated before any tensor is read; a
     ``.pth`` is read with ``weights_only=True``. The variant and scale are detected from
     the tensor shapes and the weights are loaded strictly. Raises WeightsError.
+
+    Third-party PlainUSR weights load too: a ``.safetensors`` without our metadata, a
+    ``.pth`` wrapped in ``params_ema``/``params``/``state_dict`` or with ``module.``
+    prefixes, and upstream's training form (folded into the deploy form, see
+    :mod:`~lia_upscale.models.reparam`). Such a file is reported by one call of
+    ``on_warning`` with a one-line notice (nothing is printed).
     """
     source = os.fspath(path_or_name)
     if isinstance(path_or_name, str) and source.split("@", 1)[0] in CARDS:
@@ -91,7 +106,7 @@ def load_model(path_or_name: str | os.PathLike[str]) -> Model:
             if isinstance(path_or_name, str) and len(path.parts) == 1 and not path.suffix:
                 resolve(source)  # an unknown name: raises listing the known ones
             raise WeightsError(f"{source}: no such weight file")
-    config, variant, state = _read(path)
+    config, variant, state, notes = _read(path)
     if card is not None and (variant, config.scale) != (card.variant, card.scale):
         raise WeightsError(
             f"{path}: holds variant {variant} x{config.scale} but model {card.name} "
@@ -103,4 +118,7 @@ def load_model(path_or_name: str | os.PathLike[str]) -> Model:
     except WeightsError as e:
         raise WeightsError(f"{path}: {e}") from None
     module.float().eval()
+    if notes and on_warning is not None:
+        on_warning(f"{path}: third-party PlainUSR weights ({', '.join(notes)}); "
+                   f"loaded by shape detection as variant {variant} x{config.scale}")
     return Model(module, variant, config.scale, source, path, card)

@@ -22,6 +22,7 @@ from ..errors import WeightsError
 from ..files import atomic_writer
 from ..nn import VARIANTS, PlainUSRConfig
 from .detect import Shape, check_values, detect_config
+from .reparam import is_training_form
 
 __all__ = [
     "FORMAT",
@@ -29,10 +30,13 @@ __all__ = [
     "WeightHeader",
     "read_header",
     "read_safetensors",
+    "read_any_safetensors",
     "save_weights",
     "read_pth",
     "read_torch_file",
+    "unwrap_checkpoint",
     "convert",
+    "WRAPPERS",
 ]
 
 #: ``format`` and ``format_version`` in the metadata of every file we write.
@@ -229,13 +233,51 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[WeightHeader, dict[s
     with _open_checked(path) as f:
         size = os.fstat(f.fileno()).st_size
         header = _validate(path, *_parse_header(f, size, path))
-        f.seek(0)
-        data = f.read()
+        return header, _load_tensors(path, f)
+
+
+def read_any_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Any PlainUSR ``.safetensors`` file: float32 tensors on the CPU and notes on what was adapted.
+
+    A file whose metadata ``format`` is ours is read strictly by :func:`read_safetensors`
+    (no notes). Any other (another trainer's: no or foreign metadata) has its container
+    checked, a ``module.`` prefix removed and, unless it holds upstream's training form
+    (folded by the caller), the network detected from the shapes, all before any tensor
+    is read; its notes say so (``"no lia-upscale metadata"``, ``"module. prefix"``).
+    Raises WeightsError.
+    """
+    path = Path(path)
+    with _open_checked(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        metadata, shapes, dtypes = _parse_header(f, size, path)
+        if metadata.get("format") == FORMAT:
+            header = _validate(path, metadata, shapes, dtypes)
+            return _load_tensors(path, f), []
+        notes = ["no lia-upscale metadata"]
+        renamed = _strip_prefix(shapes)
+        if renamed is not shapes:
+            notes.append(f"{_PREFIX} prefix")
+        for name, dtype in dtypes.items():
+            if dtype not in _FLOAT_DTYPES:
+                raise _fail(path, f"tensor {name!r} has dtype {dtype}; expected floating point")
+        if not is_training_form(renamed):
+            try:
+                detect_config(renamed)
+            except WeightsError as e:
+                raise _fail(path, str(e)) from None
+        tensors = _load_tensors(path, f)
+    return _strip_prefix(tensors), notes
+
+
+def _load_tensors(path: Path, f: BinaryIO) -> dict[str, torch.Tensor]:
+    """All tensors of the open file ``f`` as float32 (its header already checked)."""
+    f.seek(0)
+    data = f.read()
     try:
         tensors = _safetensors_load(data)
     except (SafetensorError, ValueError, RuntimeError) as e:
         raise _fail(path, f"unreadable tensor data ({_first_line(e)})") from None
-    return header, {k: v.float() for k, v in tensors.items()}
+    return {k: v.float() for k, v in tensors.items()}
 
 
 def _first_line(error: BaseException) -> str:
@@ -308,12 +350,27 @@ def save_weights(
     )
 
 
-def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
-    """A flat state dict from a checkpoint: ``params_ema`` or ``params`` wrappers removed."""
+#: Checkpoint wrappers, most preferred first: BasicSR/neosr keep ``params_ema`` (the EMA
+#: weights, the ones to use) beside ``params``; other trainers save ``state_dict``.
+WRAPPERS = ("params_ema", "params", "state_dict")
+_PREFIX = "module."
+
+
+def unwrap_checkpoint(obj: object, path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """A flat state dict from what a ``.pth`` holds, and notes on what was adapted.
+
+    Removes a ``params_ema`` / ``params`` / ``state_dict`` wrapper (the first present, in
+    that order) and a ``module.`` prefix on every key (a DataParallel model). Notes name
+    each adaptation (``"params_ema wrapper"``, ``"module. prefix"``); none for a flat
+    state dict. Raises WeightsError when the result is not a state dict of tensors.
+    """
+    path = Path(path)
+    notes = []
     if isinstance(obj, Mapping):
-        for wrapper in ("params_ema", "params"):
+        for wrapper in WRAPPERS:
             if isinstance(obj.get(wrapper), Mapping):
                 obj = obj[wrapper]
+                notes.append(f"{wrapper} wrapper")
                 break
     if not isinstance(obj, Mapping) or not obj:
         raise _fail(path, f"not a state dict (found {type(obj).__name__})")
@@ -322,21 +379,29 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise _fail(path, f"not a state dict: entry {key!r} is a {type(value).__name__}")
         state[key] = value
-    if all(k.startswith("module.") for k in state):
-        # saved from a DataParallel wrapper
-        state = {k[len("module.") :]: v for k, v in state.items()}
+    stripped = _strip_prefix(state)
+    if stripped is not state:
+        notes.append(f"{_PREFIX} prefix")
+    return stripped, notes
+
+
+def _strip_prefix(state: dict[str, object]) -> dict:
+    """``state`` without a ``module.`` prefix shared by every key (the same object if none)."""
+    if state and all(k.startswith(_PREFIX) for k in state):
+        return {k[len(_PREFIX) :]: v for k, v in state.items()}
     return state
 
 
 def read_pth(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Load a ``.pth`` checkpoint with ``torch.load(weights_only=True)``; never unpickles code.
 
-    Accepts a flat state dict or one wrapped in ``params_ema``/``params``. Returns the
+    Accepts a flat state dict or one wrapped in ``params_ema``/``params``/``state_dict``,
+    with or without a ``module.`` prefix (see :func:`unwrap_checkpoint`). Returns the
     tensors as they are (CPU). A file that needs arbitrary objects, or is not a
     checkpoint, raises WeightsError; there is no fallback to a full unpickle.
     """
     path = Path(path)
-    return _unwrap(read_torch_file(path), path)
+    return unwrap_checkpoint(read_torch_file(path), path)[0]
 
 
 def read_torch_file(path: str | os.PathLike[str]) -> object:
