@@ -239,6 +239,8 @@ def test_bench_reports_threads_peak_and_cpu(tmp_path: Path) -> None:
     assert all(p["size"] == 64 and p["gflop_s"] > 0 for p in report["matmul_peak"])
     assert [r["threads"] for r in report["results"]] == counts
     for r, p in zip(report["results"], report["matmul_peak"]):
+        assert len(r["matmul_samples_gflop_s"]) == 2  # after the warm-up and after the one repeat
+        assert p["gflop_s"] == max(p["standalone_gflop_s"], *r["matmul_samples_gflop_s"])  # the best seen
         assert r["matmul_peak_gflop_s"] == p["gflop_s"]
         assert set(r["peak_fraction"]) == set(r["cases"]) == {"naive", "whole", "tiled"}
         for name, share in r["peak_fraction"].items():
@@ -275,3 +277,4 @@ def test_photo_sizes_run_the_engine_cases_only(monkeypatch, tmp_path: Path) -> N
     assert [(r["size"], set(r["cases"])) for r in report["results"]] == [
         ([16, 16], {"naive", "whole", "tiled"}), ([18, 24], {"whole", "tiled"})]
     assert report["matmul_peak"] == [] and report["results"][0]["peak_fraction"]["whole"] is None
+    assert report["results"][0]["matmul_samples_gflop_s"] == []

@@ -37,7 +37,7 @@ from torch import nn
 from ..engine import Engine
 from ..engine.device import PRECISIONS
 from ..models import Model, load_model
-from .cpu import all_cores, cpu_features, matmul_peak, torch_threads
+from .cpu import all_cores, cpu_features, matmul_peak, matmul_timer, torch_threads
 from .measure import Progress, device_name, macs_per_pixel, median, noop, sync, synthetic_image
 from .tilesearch import largest_tile, memory_probe
 from .upstream import upstream_from_state_dict
@@ -166,11 +166,15 @@ def bench_model(
     memory: bool = True,
     threads: int | None = None,
     tile: int | None = None,
+    matmul_size: int = 0,
     on_progress: Progress = noop,
 ) -> list[dict]:
     """Time ``cases`` for one model and input size, one result per dtype.
 
     ``tile``: the tiled case's tile edge (None: the engine's default for the device).
+    ``matmul_size`` (CPU): one float32 ``matmul_size``-square ``torch.mm`` is timed after
+    the warm-up and after each round of cases, so that the matmul peak sees the same load
+    as the cases; its GFLOP/s go to each result's ``matmul_samples_gflop_s``.
 
     ``threads`` is only passed on to the fresh processes that measure memory: the caller
     sets torch's thread count. The naive baseline (the upstream port, float32) is measured
@@ -187,6 +191,8 @@ def bench_model(
     for dtype in dtypes:
         engine_cases = [c for c in cases if c != "naive"]
         runs += [(_precision_name(dtype), c) for c in _make_cases(model, image, device, dtype, engine_cases, tile)]
+    mm = matmul_timer(matmul_size) if matmul_size and device.type == "cpu" else None
+    mm_samples: list[float] = []
     reference: torch.Tensor | None = None
     diffs: dict[tuple[str, str], float] = {}
     for prec, case in runs:  # warm-up, and the outputs to compare (naive, when measured, runs first)
@@ -198,6 +204,8 @@ def bench_model(
         if reference is not None:
             diffs[prec, case.name] = float((out - reference).abs().max())
         del out
+    if mm:
+        mm_samples.append(mm())
     for r in range(repeats):
         on_progress(f"{model.source} {size[1]}x{size[0]}: repeat {r + 1}/{repeats}")
         for prec, case in runs:
@@ -206,6 +214,8 @@ def bench_model(
             case.run()
             sync(device)
             case.samples.append(time.perf_counter() - t0)
+        if mm:
+            mm_samples.append(mm())
     del reference
     macs = macs_per_pixel(model.module)
     in_pixels = size[0] * size[1]
@@ -249,6 +259,7 @@ def bench_model(
             "size": list(size),
             "precision": prec,
             "macs_per_pixel": macs,
+            "matmul_samples_gflop_s": mm_samples,
             "cases": found,
             "ratios": ratios,
         })
@@ -344,7 +355,7 @@ def run_bench(
     ``threads``: the CPU thread counts to measure each case at (default on the CPU: 1 and
     :func:`~lia_upscale.tools.cpu.all_cores`); torch's own count is restored on return.
     ``matmul_size``: edge of the float32 matmul whose best GFLOP/s is each thread count's
-    peak (0: not measured; CPU only). ``tile``: the tiled case's tile edge (default: the
+    peak, timed alone (best of 5) and between the rounds of cases (0: not measured; CPU only). ``tile``: the tiled case's tile edge (default: the
     engine's for the device). ``tile_search`` (default: on CUDA) adds each model's largest
     tile per dtype. ``eval_dir`` (a folder with ``x2``/``x4`` pair folders, e.g. Set5) adds
     each model's PSNR-Y and a bicubic point, for the plot. ``pipeline`` (a folder of images)
@@ -396,20 +407,28 @@ def _run_bench(*, models, weights, sizes, device, dtypes, repeats, cases, memory
     if tile_search is None:
         tile_search = device.type == "cuda"
     loaded = [load_model(source) for source in sources]
+    cpu_peak = bool(matmul_size) and device.type == "cpu"
     for n in counts:
         torch.set_num_threads(n)
-        peak = None
-        if matmul_size and device.type == "cpu":
+        standalone = None
+        if cpu_peak:
             on_progress(f"float32 matmul peak, {n} thread(s)")
-            peak = matmul_peak(matmul_size)
-            report["matmul_peak"].append({"threads": n, "size": matmul_size, "gflop_s": peak})
+            standalone = matmul_peak(matmul_size)
+        done = []
         for model in loaded:
             for shape, chosen in plan:
-                for r in bench_model(model, shape, device, dtypes, repeats=repeats, cases=chosen, memory=memory,
-                                     threads=n, tile=tile, on_progress=on_progress):
-                    r["threads"] = n
-                    _add_peak(r, peak)
-                    report["results"].append(r)
+                done += bench_model(model, shape, device, dtypes, repeats=repeats, cases=chosen, memory=memory,
+                                    threads=n, tile=tile, matmul_size=matmul_size if cpu_peak else 0,
+                                    on_progress=on_progress)
+        peak = None
+        if cpu_peak:  # the best matmul seen at this thread count, alone or between the cases
+            peak = max([standalone, *(g for r in done for g in r["matmul_samples_gflop_s"])])
+            report["matmul_peak"].append({"threads": n, "size": matmul_size, "gflop_s": peak,
+                                          "standalone_gflop_s": standalone})
+        for r in done:
+            r["threads"] = n
+            _add_peak(r, peak)
+        report["results"] += done
     for source, model in zip(sources, loaded):
         entry_results = [r for r in report["results"] if r["model"] == model.source]
         if tile_search:

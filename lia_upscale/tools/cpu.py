@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-__all__ = ["all_cores", "cpu_features", "matmul_peak", "torch_threads"]
+__all__ = ["all_cores", "cpu_features", "matmul_peak", "matmul_timer", "torch_threads"]
 
 #: /proc/cpuinfo flags worth naming for float32 convolutions (x86; other CPUs report none).
 VECTOR_FLAGS = ("sse4_2", "avx", "fma", "avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
@@ -80,21 +80,30 @@ def torch_threads(threads: int | None) -> Iterator[int]:
         torch.set_num_threads(before)
 
 
-def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
-    """Float32 ``torch.mm`` of two ``size``-square matrices on the current CPU threads: the
-    best of ``repeats`` timed runs (after one warm-up), in GFLOP/s (2 * size**3 per product).
-
-    The practical peak that the network's achieved GFLOP/s is compared with: the same
-    library and threads, the most regular work a CPU gets.
-    """
+def matmul_timer(size: int = 2048) -> Callable[[], float]:
+    """``time_one()``: the GFLOP/s (2 * size**3 per product) of one float32 ``torch.mm`` of two
+    ``size``-square matrices on the current CPU threads. The matrices are made (and the
+    product warmed up) once, here."""
     g = torch.Generator().manual_seed(0)
     a = torch.rand(size, size, generator=g)
     b = torch.rand(size, size, generator=g)
     out = torch.empty(size, size)
     torch.mm(a, b, out=out)
-    best = float("inf")
-    for _ in range(repeats):
+
+    def time_one() -> float:
         t0 = time.perf_counter()
         torch.mm(a, b, out=out)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * size**3 / best / 1e9
+        return 2 * size**3 / (time.perf_counter() - t0) / 1e9
+
+    return time_one
+
+
+def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
+    """The best GFLOP/s of ``repeats`` float32 ``size``-square ``torch.mm`` runs (after one
+    warm-up) on the current CPU threads: :func:`matmul_timer`, best of ``repeats``.
+
+    The practical peak that the network's achieved GFLOP/s is compared with: the same
+    library and threads, the most regular work a CPU gets.
+    """
+    time_one = matmul_timer(size)
+    return max(time_one() for _ in range(repeats))
