@@ -245,7 +245,13 @@ def test_bench_reports_threads_peak_and_cpu(tmp_path: Path) -> None:
         assert set(r["peak_fraction"]) == set(r["cases"]) == {"naive", "whole", "tiled"}
         for name, share in r["peak_fraction"].items():
             assert share == pytest.approx(r["cases"][name]["gflop_s"] / p["gflop_s"])
+            flop = 2 * r["macs_per_pixel"] * 20 * 20
+            best = flop / min(r["cases"][name]["samples"]) / 1e9
+            assert r["peak_fraction_best"][name] == pytest.approx(best / p["gflop_s"])
         assert r["cases"]["whole"]["max_abs_diff"] < 1e-5  # ours against the upstream port
+        c = r["cases"]
+        assert r["paired_ratios"]["tiled_vs_whole"] == pytest.approx(
+            c["whole"]["samples"][0] / c["tiled"]["samples"][0])  # one round: that round's ratio
     table = CliRunner().invoke(main, ["bench", "--weights", str(weights), "--size", "20", "--repeats", "1",
                                       "--no-memory", "--matmul-size", "64", "--threads", "1"])
     assert table.exit_code == 0, table.output

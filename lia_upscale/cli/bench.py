@@ -110,6 +110,12 @@ def bench_cmd(model_names, weights, sizes, device, precisions, repeats, thread_c
                           f"{100 * share:.0f}%" if share is not None else "", speedup, peak, diff)
     if report["results"]:
         out.print(table)
+    for r in report["results"]:
+        if r.get("paired_ratios"):
+            out.print(f"paired ratios (median of per-round), {Path(r['model']).stem} {r['size'][1]}x{r['size'][0]} "
+                      f"{r.get('threads', '')} thread(s): "
+                      + ", ".join(f"{k.replace('_vs_', ' / ')} {v:.2f}x" for k, v in r["paired_ratios"].items()),
+                      markup=False, highlight=False)
     for entry in report.get("fp16_vs_fp32", []):
         out.print(f"fp16 vs fp32, {Path(entry['model']).name} {entry['size'][0]}px: "
                   + ", ".join(f"{k} {v:.2f}x" for k, v in entry.items() if k in ("whole", "tiled")))

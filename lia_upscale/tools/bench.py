@@ -180,7 +180,9 @@ def bench_model(
     sets torch's thread count. The naive baseline (the upstream port, float32) is measured
     once and shared by the dtypes' results.
     Each case runs once to warm up, then ``repeats`` times, all cases alternating;
-    ``seconds`` is the median. ``max_abs_diff`` compares each output with the naive
+    ``seconds`` is the median. ``ratios``: speed-ups as ratios of the median seconds;
+    ``paired_ratios``: the median over the rounds of each round's ratio, which pairs runs
+    made seconds apart and so follows a shared machine's changing load better. ``max_abs_diff`` compares each output with the naive
     one (unclamped, float32). Peak memory: CPU, the growth of the resident set in a
     fresh process per case; CUDA, ``torch.cuda.max_memory_allocated`` growth.
     """
@@ -248,10 +250,11 @@ def bench_model(
         found = {c.name: describe(prec, c) for p, c in runs if p == prec and c.name != "naive"}
         if naive is not None:
             found = {"naive": naive, **found}
-        ratios = {}
+        ratios, paired = {}, {}
         for a, b in (("whole", "naive"), ("tiled", "naive"), ("tiled", "whole")):
             if a in found and b in found:
                 ratios[f"{a}_vs_{b}"] = found[b]["seconds"] / found[a]["seconds"]
+                paired[f"{a}_vs_{b}"] = median([tb / ta for ta, tb in zip(found[a]["samples"], found[b]["samples"])])
         results.append({
             "model": model.source,
             "variant": model.variant,
@@ -262,6 +265,7 @@ def bench_model(
             "matmul_samples_gflop_s": mm_samples,
             "cases": found,
             "ratios": ratios,
+            "paired_ratios": paired,
         })
     return results
 
@@ -322,9 +326,14 @@ def _thread_counts(threads: int | Sequence[int] | None, device: torch.device) ->
 
 
 def _add_peak(result: dict, peak: float | None) -> None:
-    """The achieved GFLOP/s of each case as a fraction of the matmul peak at its thread count."""
+    """The achieved GFLOP/s of each case as a fraction of the matmul peak at its thread count:
+    ``peak_fraction`` from the median run, ``peak_fraction_best`` from the fastest (the peak
+    is a best too; on a loaded machine the two differ)."""
     result["matmul_peak_gflop_s"] = peak
+    flop = 2 * result["macs_per_pixel"] * result["size"][0] * result["size"][1]
     result["peak_fraction"] = {name: (c["gflop_s"] / peak if peak else None) for name, c in result["cases"].items()}
+    result["peak_fraction_best"] = {name: (flop / min(c["samples"]) / 1e9 / peak if peak else None)
+                                    for name, c in result["cases"].items()}
 
 
 def run_bench(
