@@ -284,3 +284,14 @@ def test_photo_sizes_run_the_engine_cases_only(monkeypatch, tmp_path: Path) -> N
         ([16, 16], {"naive", "whole", "tiled"}), ([18, 24], {"whole", "tiled"})]
     assert report["matmul_peak"] == [] and report["results"][0]["peak_fraction"]["whole"] is None
     assert report["results"][0]["matmul_samples_gflop_s"] == []
+
+
+def test_bench_size_takes_width_by_height(tmp_path: Path) -> None:
+    weights = _random_weights(tmp_path, "U", 2)
+    result = CliRunner().invoke(main, ["bench", "--weights", str(weights), "--size", "24x18", "--threads", "1",
+                                       "--repeats", "1", "--cases", "whole", "--no-memory", "--matmul-size", "0",
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    assert [r["size"] for r in json.loads(result.stdout)["results"]] == [[18, 24]]  # [H, W]
+    bad = CliRunner().invoke(main, ["bench", "--weights", str(weights), "--size", "24x3"])
+    assert bad.exit_code == 2 and "WIDTHxHEIGHT" in bad.stderr

@@ -14,12 +14,24 @@ from ..errors import LiaError
 from .app import fail, fail_usage, main, make_console
 
 
+def _size(text: str) -> int | tuple[int, int]:
+    """``"512"`` -> 512; ``"1152x864"`` (width x height) -> (864, 1152); at least 7 pixels a side."""
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) < 7:
+        raise click.BadParameter(f"{text!r} is not an edge or WIDTHxHEIGHT of at least 7 pixels")
+    return parts[0] if len(parts) == 1 else (parts[1], parts[0])
+
+
 @main.command("bench")
 @click.option("--model", "model_names", multiple=True, help="A model name (repeatable).")
 @click.option("--weights", multiple=True, type=click.Path(exists=True),
               help="A weight file, or a folder of them (repeatable).")
-@click.option("--size", "sizes", multiple=True, type=click.IntRange(min=7),
-              help="Square input edge in pixels (repeatable; default: 512 unless --photo).")
+@click.option("--size", "sizes", multiple=True, callback=lambda ctx, param, value: [_size(v) for v in value],
+              help="Input size: a square edge (512) or WIDTHxHEIGHT (1152x864); repeatable; default: 512 "
+                   "unless --photo.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", "precisions", multiple=True, type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
               default=("auto",), show_default=True, help="Repeatable; auto: fp32 on the CPU, fp16 and fp32 on CUDA.")
