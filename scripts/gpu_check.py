@@ -6,7 +6,8 @@
 1. float16 against float32 on Set14 for every official checkpoint present: outputs
    finite without the float32 fallback, PSNR-Y within 0.05 dB.
 2. Throughput, float16 and float32, of base and L at x4 on 1 MP and 6 MP inputs: the
-   naive float32 forward, our whole-image path and our default tiled path (bench cases).
+   naive float32 forward (the upstream port, tools/upstream.py), our whole-image path and
+   our default tiled path (bench cases).
 3. The largest tile that fits, per model and precision.
 4. Out-of-memory recovery: with the memory capped (``set_per_process_memory_fraction``)
    a whole-image run must run out, the Engine must shrink its tile, and the output must

@@ -59,3 +59,14 @@ def nearest_weights(tmp_path_factory) -> dict[int, Path]:
         out[scale] = folder / f"nearest-x{scale}.safetensors"
         save_weights(out[scale], nearest_model(scale), variant="U", scale=scale)
     return out
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Every test starts with the thread count the session started with: a test (or the
+    code it runs) that calls ``torch.set_num_threads`` must not leave later tests on one
+    thread."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)

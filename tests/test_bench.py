@@ -67,7 +67,10 @@ def test_bench_table_and_case_selection(tmp_path: Path) -> None:
                                        "--cases", "whole", "--no-memory"])
     assert result.exit_code == 0, result.output
     rows = [line for line in result.stdout.splitlines() if "16x16" in line]
-    assert len(rows) == 1 and "whole" in rows[0] and "random-U-x4" in rows[0]
+    from lia_upscale.tools.cpu import all_cores
+
+    assert len(rows) == len({1, all_cores()})  # one row per thread count: 1 and all cores
+    assert all("whole" in row and "random-U-x4" in row for row in rows)
     bad = CliRunner().invoke(main, ["bench", "--weights", str(weights), "--cases", "fastest"])
     assert bad.exit_code == 2 and "--cases" in bad.stderr
     no_eval = CliRunner().invoke(main, ["bench", "--weights", str(weights), "--plot", str(tmp_path / "p.png")])
@@ -211,3 +214,84 @@ def test_ours_equals_the_naive_forward_on_real_weights(name: str) -> None:
 def test_synthetic_image_is_reproducible() -> None:
     a, b = synthetic_image(30, 40), synthetic_image(30, 40)
     assert torch.equal(a, b) and a.shape == (3, 30, 40) and 0 <= float(a.min()) and float(a.max()) <= 1
+
+
+def test_bench_reports_threads_peak_and_cpu(tmp_path: Path) -> None:
+    """One thread and all cores per case, the float32 matmul peak per thread count, each case's
+    share of it, and what the CPU offers; the naive case is the upstream port. Timing is not asserted."""
+    from lia_upscale.tools.cpu import all_cores
+
+    weights = _random_weights(tmp_path, "S", 2)
+    before = torch.get_num_threads()
+    result = CliRunner().invoke(main, ["bench", "--weights", str(weights), "--size", "20", "--repeats", "1",
+                                       "--no-memory", "--matmul-size", "64", "--json"])
+    assert result.exit_code == 0, result.output
+    assert torch.get_num_threads() == before  # the bench gives torch its thread count back
+    report = json.loads(result.stdout)
+    counts = list(dict.fromkeys([1, all_cores()]))
+    assert report["thread_counts"] == counts and report["threads"] == max(counts)
+    assert "upstream" in report["baseline"]
+    cpu = report["cpu"]
+    assert {"model", "capability", "flags", "avx512", "logical_cpus", "cores"} <= set(cpu)
+    assert cpu["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert cpu["avx512"] == ("avx512f" in cpu["flags"])
+    assert [p["threads"] for p in report["matmul_peak"]] == counts
+    assert all(p["size"] == 64 and p["gflop_s"] > 0 for p in report["matmul_peak"])
+    assert [r["threads"] for r in report["results"]] == counts
+    for r, p in zip(report["results"], report["matmul_peak"]):
+        assert len(r["matmul_samples_gflop_s"]) == 2  # after the warm-up and after the one repeat
+        assert p["gflop_s"] == max(p["standalone_gflop_s"], *r["matmul_samples_gflop_s"])  # the best seen
+        assert r["matmul_peak_gflop_s"] == p["gflop_s"]
+        assert set(r["peak_fraction"]) == set(r["cases"]) == {"naive", "whole", "tiled"}
+        for name, share in r["peak_fraction"].items():
+            assert share == pytest.approx(r["cases"][name]["gflop_s"] / p["gflop_s"])
+            flop = 2 * r["macs_per_pixel"] * 20 * 20
+            best = flop / min(r["cases"][name]["samples"]) / 1e9
+            assert r["peak_fraction_best"][name] == pytest.approx(best / p["gflop_s"])
+        assert r["cases"]["whole"]["max_abs_diff"] < 1e-5  # ours against the upstream port
+        c = r["cases"]
+        assert r["paired_ratios"]["tiled_vs_whole"] == pytest.approx(
+            c["whole"]["samples"][0] / c["tiled"]["samples"][0])  # one round: that round's ratio
+    table = CliRunner().invoke(main, ["bench", "--weights", str(weights), "--size", "20", "--repeats", "1",
+                                      "--no-memory", "--matmul-size", "64", "--threads", "1"])
+    assert table.exit_code == 0, table.output
+    assert "% peak" in table.stdout and "matmul peak, 1 thread(s)" in table.stdout
+    assert f"torch code path {torch.backends.cpu.get_cpu_capability()}" in table.stdout
+
+
+def test_bench_restores_threads_when_a_case_fails(tmp_path: Path, monkeypatch) -> None:
+    from lia_upscale.tools import bench
+
+    def broken(*args, **kwargs):
+        assert torch.get_num_threads() == 1
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(bench, "bench_model", broken)
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="boom"):
+        run_bench(weights=[str(_random_weights(tmp_path, "U", 2))], sizes=[16], device=torch.device("cpu"),
+                  dtypes=[torch.float32], threads=[1], matmul_size=0)
+    assert torch.get_num_threads() == before
+
+
+def test_photo_sizes_run_the_engine_cases_only(monkeypatch, tmp_path: Path) -> None:
+    from lia_upscale.tools import bench
+
+    monkeypatch.setattr(bench, "PHOTO_SIZES", ((18, 24),))
+    report = run_bench(weights=[str(_random_weights(tmp_path, "U", 2))], sizes=[16], device=torch.device("cpu"),
+                       dtypes=[torch.float32], threads=[1], matmul_size=0, repeats=1, memory=False, photo=True)
+    assert [(r["size"], set(r["cases"])) for r in report["results"]] == [
+        ([16, 16], {"naive", "whole", "tiled"}), ([18, 24], {"whole", "tiled"})]
+    assert report["matmul_peak"] == [] and report["results"][0]["peak_fraction"]["whole"] is None
+    assert report["results"][0]["matmul_samples_gflop_s"] == []
+
+
+def test_bench_size_takes_width_by_height(tmp_path: Path) -> None:
+    weights = _random_weights(tmp_path, "U", 2)
+    result = CliRunner().invoke(main, ["bench", "--weights", str(weights), "--size", "24x18", "--threads", "1",
+                                       "--repeats", "1", "--cases", "whole", "--no-memory", "--matmul-size", "0",
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    assert [r["size"] for r in json.loads(result.stdout)["results"]] == [[18, 24]]  # [H, W]
+    bad = CliRunner().invoke(main, ["bench", "--weights", str(weights), "--size", "24x3"])
+    assert bad.exit_code == 2 and "WIDTHxHEIGHT" in bad.stderr

@@ -14,18 +14,36 @@ from ..errors import LiaError
 from .app import fail, fail_usage, main, make_console
 
 
+def _size(text: str) -> int | tuple[int, int]:
+    """``"512"`` -> 512; ``"1152x864"`` (width x height) -> (864, 1152); at least 7 pixels a side."""
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) < 7:
+        raise click.BadParameter(f"{text!r} is not an edge or WIDTHxHEIGHT of at least 7 pixels")
+    return parts[0] if len(parts) == 1 else (parts[1], parts[0])
+
+
 @main.command("bench")
 @click.option("--model", "model_names", multiple=True, help="A model name (repeatable).")
 @click.option("--weights", multiple=True, type=click.Path(exists=True),
               help="A weight file, or a folder of them (repeatable).")
-@click.option("--size", "sizes", multiple=True, type=click.IntRange(min=7), default=(512,), show_default=True,
-              help="Square input edge in pixels (repeatable).")
+@click.option("--size", "sizes", multiple=True, callback=lambda ctx, param, value: [_size(v) for v in value],
+              help="Input size: a square edge (512) or WIDTHxHEIGHT (1152x864); repeatable; default: 512 "
+                   "unless --photo.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", "precisions", multiple=True, type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
               default=("auto",), show_default=True, help="Repeatable; auto: fp32 on the CPU, fp16 and fp32 on CUDA.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="Timed runs per case (cases alternate; the median counts).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
+@click.option("--threads", "thread_counts", multiple=True, type=click.IntRange(min=1),
+              help="CPU threads to measure at (repeatable; default: 1 and all cores).")
+@click.option("--photo", is_flag=True,
+              help="1-MP (1152x864) and 12-MP (4000x3000) inputs, whole image against tiles (slow; "
+                   "with --size, in addition).")
+@click.option("--matmul-size", type=click.IntRange(min=0), default=2048, show_default=True,
+              help="Edge of the float32 matmul that gives each thread count's peak (0: skip).")
 @click.option("--cases", default="naive,whole,tiled", show_default=True,
               help="Comma-separated subset of naive,whole,tiled, or none.")
 @click.option("--tile", type=click.IntRange(min=0), default=None,
@@ -40,9 +58,10 @@ from .app import fail, fail_usage, main, make_console
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Write a PNG of throughput against PSNR-Y (needs --eval-dir).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_cmd(model_names, weights, sizes, device, precisions, repeats, threads, cases, tile, no_memory, tile_search,
-              eval_dir, pipeline, pipeline_weights, plot, as_json) -> None:
-    """Measure throughput, GFLOP/s and memory: the naive forward against ours, whole and tiled."""
+def bench_cmd(model_names, weights, sizes, device, precisions, repeats, thread_counts, photo, matmul_size, cases,
+              tile, no_memory, tile_search, eval_dir, pipeline, pipeline_weights, plot, as_json) -> None:
+    """Measure throughput, GFLOP/s and memory: the upstream network (naive) against ours, whole and tiled,
+    at one thread and all cores, with GFLOP/s as a share of the CPU's float32 matmul peak."""
     import torch
 
     from ..tools.bench import CASES, run_bench
@@ -65,8 +84,10 @@ def bench_cmd(model_names, weights, sizes, device, precisions, repeats, threads,
             if d not in dtypes:
                 dtypes.append(d)
     try:
-        report = run_bench(models=model_names, weights=weights, sizes=sizes, device=dev, dtypes=dtypes,
-                           repeats=repeats, cases=chosen, memory=not no_memory, threads=threads, tile=tile,
+        report = run_bench(models=model_names, weights=weights, sizes=sizes or (() if photo else (512,)),
+                           device=dev, dtypes=dtypes,
+                           repeats=repeats, cases=chosen, memory=not no_memory, threads=thread_counts or None,
+                           photo=photo, matmul_size=matmul_size, tile=tile,
                            tile_search=tile_search, eval_dir=Path(eval_dir) if eval_dir else None,
                            pipeline=Path(pipeline) if pipeline else None, pipeline_weights=pipeline_weights,
                            on_progress=lambda msg: console.log(msg, markup=False) if console.is_terminal else None)
@@ -81,10 +102,11 @@ def bench_cmd(model_names, weights, sizes, device, precisions, repeats, threads,
         print(json.dumps(report))
         return
     out = Console(width=None if sys.stdout.isatty() else 150)
-    table = Table(title=f"{report['device_name']} ({report['device']}, {report['threads']} threads, "
-                        f"median of {report['repeats']})", title_justify="left")
-    for col in ("model", "input", "prec", "case", "seconds", "out MP/s", "GFLOP/s", "vs naive",
-                "peak MiB", "max |diff|"):
+    _print_cpu(out, report)
+    table = Table(title=f"{report['device_name']} ({report['device']}, median of {report['repeats']}; "
+                        f"naive = the upstream network)", title_justify="left")
+    for col in ("model", "input", "threads", "prec", "case", "seconds", "out MP/s", "GFLOP/s", "% peak",
+                "vs naive", "peak MiB", "max |diff|"):
         table.add_column(col, justify="left" if col in ("model", "case", "prec") else "right")
     for r in report["results"]:
         naive = r["cases"].get("naive")
@@ -92,12 +114,20 @@ def bench_cmd(model_names, weights, sizes, device, precisions, repeats, threads,
             speedup = f"{naive['seconds'] / c['seconds']:.2f}x" if naive else ""
             peak = f"{c['peak_mib']:.0f}" if c["peak_mib"] is not None else ""
             diff = f"{c['max_abs_diff']:.1e}" if c["max_abs_diff"] is not None else ""
+            share = r.get("peak_fraction", {}).get(name)
             label = name if name != "tiled" else f"tiled {c['tile']}"
-            table.add_row(Path(r["model"]).stem, f"{r['size'][0]}x{r['size'][1]}",
+            table.add_row(Path(r["model"]).stem, f"{r['size'][1]}x{r['size'][0]}", str(r.get("threads", "")),
                           "fp32" if name == "naive" else r["precision"], label, f"{c['seconds']:.3f}",
-                          f"{c['output_mp_s']:.2f}", f"{c['gflop_s']:.1f}", speedup, peak, diff)
+                          f"{c['output_mp_s']:.2f}", f"{c['gflop_s']:.1f}",
+                          f"{100 * share:.0f}%" if share is not None else "", speedup, peak, diff)
     if report["results"]:
         out.print(table)
+    for r in report["results"]:
+        if r.get("paired_ratios"):
+            out.print(f"paired ratios (median of per-round), {Path(r['model']).stem} {r['size'][1]}x{r['size'][0]} "
+                      f"{r.get('threads', '')} thread(s): "
+                      + ", ".join(f"{k.replace('_vs_', ' / ')} {v:.2f}x" for k, v in r["paired_ratios"].items()),
+                      markup=False, highlight=False)
     for entry in report.get("fp16_vs_fp32", []):
         out.print(f"fp16 vs fp32, {Path(entry['model']).name} {entry['size'][0]}px: "
                   + ", ".join(f"{k} {v:.2f}x" for k, v in entry.items() if k in ("whole", "tiled")))
@@ -112,3 +142,14 @@ def bench_cmd(model_names, weights, sizes, device, precisions, repeats, threads,
                   + (f", waiting {p['waiting_s']:.2f}s)" if p["waiting_s"] is not None else ")"))
     if plot:
         out.print(f"wrote {plot}")
+
+
+def _print_cpu(out: Console, report: dict) -> None:
+    cpu = report.get("cpu")
+    if report["device"] != "cpu" or not cpu:
+        return
+    out.print(f"CPU: {cpu['model']}, {cpu['cores']} core(s); torch code path {cpu['capability']}; "
+              f"flags: {' '.join(cpu['flags']) or 'none found'}", markup=False, highlight=False)
+    for p in report.get("matmul_peak", []):
+        out.print(f"float32 matmul peak, {p['threads']} thread(s): {p['gflop_s']:.1f} GFLOP/s "
+                  f"({p['size']}x{p['size']} torch.mm, best of 5)", markup=False, highlight=False)
