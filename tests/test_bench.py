@@ -295,3 +295,18 @@ def test_bench_size_takes_width_by_height(tmp_path: Path) -> None:
     assert [r["size"] for r in json.loads(result.stdout)["results"]] == [[18, 24]]  # [H, W]
     bad = CliRunner().invoke(main, ["bench", "--weights", str(weights), "--size", "24x3"])
     assert bad.exit_code == 2 and "WIDTHxHEIGHT" in bad.stderr
+
+
+def test_tile_search_caps_probes_by_elements_and_counts_any_allocation_failure():
+    import torch
+
+    from lia_upscale.models import load_model
+    from lia_upscale.tools import tilesearch
+
+    module = load_model("lia-u-x2").module
+    fits = tilesearch.memory_probe(module, torch.device("cpu"), torch.float32)
+    edge = int((tilesearch.MAX_ELEMENTS / tilesearch.probe_elements(module, 1)) ** 0.5) + 1
+    assert fits(edge) is False  # refused by its size alone: running it would take ~100 GB
+    for message, expected in [("CUDA error: CUBLAS_STATUS_ALLOC_FAILED", True),
+                              ("Tried to allocate 2.00 GiB", True), ("shape mismatch", False)]:
+        assert tilesearch._out_of_memory(RuntimeError(message)) is expected

@@ -11,23 +11,46 @@ from ..nn import PlainUSR
 from ..nn.inference import infer
 from .measure import sync
 
-__all__ = ["memory_probe", "largest_tile"]
+__all__ = ["memory_probe", "largest_tile", "probe_elements", "MAX_ELEMENTS"]
+
+
+#: Largest number of elements any one tensor of a probe may have: kernels index with 32-bit
+#: integers above this, so a bigger probe fails for a reason that is not memory
+MAX_ELEMENTS = 2**31 - 1
+#: What allocation failures say besides "out of memory" (cuBLAS/cuDNN workspaces, the
+#: caching allocator, the CPU allocator); any of them means "does not fit"
+_ALLOCATION_FAILURES = ("out of memory", "alloc_failed", "failed to allocate", "tried to allocate",
+                        "cannot allocate memory", "not enough memory")
 
 
 def _out_of_memory(exc: BaseException) -> bool:
     types = tuple(t for t in (torch.cuda.OutOfMemoryError, getattr(torch, "OutOfMemoryError", None)) if t)
-    return isinstance(exc, types) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc))
+    if isinstance(exc, (MemoryError, *types)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(m in text for m in _ALLOCATION_FAILURES)
+
+
+def probe_elements(module: PlainUSR, t: int) -> int:
+    """Elements of the largest tensor one forward of a (1, 3, t, t) input makes: the widest
+    feature map at the input size, or the tail's output before the pixel shuffle."""
+    widest = max(module.config.features + 3, 3 * module.scale**2)
+    return widest * t * t
 
 
 def memory_probe(module: PlainUSR, device: torch.device, dtype: torch.dtype) -> Callable[[int], bool]:
     """``fits(t)``: whether one forward of a (1, 3, t, t) input fits in ``device``'s memory.
 
     Runs the engine's network (channels-last, ``dtype``) and frees the cache after each
-    probe; errors other than running out of memory propagate.
+    probe. A tile whose largest tensor would pass :data:`MAX_ELEMENTS` does not fit without
+    being run; any allocation failure (not only an out-of-memory error) means it does not
+    fit; other errors propagate.
     """
     net = Engine(module, device, dtype, 0).network
 
     def fits(t: int) -> bool:
+        if probe_elements(module, t) > MAX_ELEMENTS:
+            return False
         try:
             x = torch.rand(1, 3, t, t, device=device, dtype=dtype)
             y = infer(net, x)
