@@ -85,7 +85,8 @@ def luma(rgb: np.ndarray) -> np.ndarray:
 
 
 def _color(layout: Layout, block: np.ndarray) -> np.ndarray:
-    return luma(block) if layout.gray else block
+    # gray: luma of the clamped colour, as the float path (clamp, then encode) computes it
+    return luma(np.clip(block, 0.0, 1.0)) if layout.gray else block
 
 
 class SampleStore:
