@@ -121,20 +121,24 @@ def test_core_never_imports_cli_ray_or_tooling() -> None:
 def test_only_raybatch_imports_ray_and_only_lazily() -> None:
     """ray (and pyarrow, which comes with its extra) is optional: imported by raybatch alone,
     inside functions, so that the package imports and runs without it."""
-    wrong = []
+    wrong = [f"{name}: line {node.lineno}" for name, node, roots, top in _absolute_imports()
+             if {"ray", "pyarrow"} & roots and (_room(name) != "raybatch" or top)]
+    assert not wrong, wrong
+
+
+def _absolute_imports():
+    """(module, import node, top-level package names it imports, whether at module level)."""
     for name, path in _modules().items():
         tree = ast.parse(path.read_text())
         top_level = {id(n) for n in tree.body}
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                roots = [a.name.split(".")[0] for a in node.names]
+                roots = {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and not node.level:
-                roots = [(node.module or "").split(".")[0]]
+                roots = {(node.module or "").split(".")[0]}
             else:
                 continue
-            if {"ray", "pyarrow"} & set(roots) and (_room(name) != "raybatch" or id(node) in top_level):
-                wrong.append(f"{name}: line {node.lineno}")
-    assert not wrong, wrong
+            yield name, node, roots, id(node) in top_level
 
 
 def test_nothing_imports_integrations_and_only_they_import_spandrel() -> None:
@@ -142,16 +146,8 @@ def test_nothing_imports_integrations_and_only_they_import_spandrel() -> None:
     may import it; spandrel (and its torchvision) stays behind the extra."""
     wrong = [f"{m} -> {t}" for m, ts in _graph().items() if _room(m) != "integrations"
              for t in ts if _room(t) == "integrations"]
-    for name, path in _modules().items():
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                roots = [a.name.split(".")[0] for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and not node.level:
-                roots = [(node.module or "").split(".")[0]]
-            else:
-                continue
-            if {"spandrel", "torchvision"} & set(roots) and _room(name) != "integrations":
-                wrong.append(f"{name}: line {node.lineno}")
+    wrong += [f"{name}: line {node.lineno}" for name, node, roots, _ in _absolute_imports()
+              if {"spandrel", "torchvision"} & roots and _room(name) != "integrations"]
     assert not wrong, wrong
 
 
