@@ -25,11 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 VAL = ROOT / "runs" / "photo_val"
 BENCH = ROOT.parent / "shared" / "datasets" / "benchmark"
 OFFICIAL = ROOT.parent / "shared" / "weights" / "plainusr"
-COLUMNS = ("degraded Set14", "degraded camera", "clean Set5", "clean Set14")
+COLUMNS = ("degraded Set14", "degraded camera", "held-out Set14", "clean Set5", "clean Set14")
 
 
 def _folders(scale: int) -> list[Path]:
-    return [VAL / f"x{scale}" / "set14", VAL / f"x{scale}" / "camera", BENCH / "Set5" / f"x{scale}",
+    return [VAL / f"x{scale}" / "set14", VAL / f"x{scale}" / "camera", VAL / f"x{scale}" / "set14_heldout",
+            BENCH / "Set5" / f"x{scale}",
             BENCH / "Set14" / f"x{scale}"]
 
 
@@ -53,6 +54,7 @@ def main() -> None:
             (f"lia-u-x{s} (clean default)", _model(model=f"lia-u-x{s}")),
             (f"plainusr-s-x{s} (official)", _model(weights=OFFICIAL / f"PlainUSRS_Rep_x{s}.pth")),
             (f"plainusr-base-x{s} (official)", _model(weights=OFFICIAL / f"PlainUSR_Rep_x{s}.pth")),
+            ("lia-photo-x{s}@1 (version 1)".format(s=s), _model(model=f"lia-photo-x{s}@1")),
             (photo or f"lia-photo-x{s}", _model(weights=photo) if photo else _model(model=f"lia-photo-x{s}")),
         ]
         for name, fn in rows:

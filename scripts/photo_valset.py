@@ -2,7 +2,9 @@
 
     python scripts/photo_valset.py [OUT]   (default runs/photo_val)
 
-For x2 and x4 it writes OUT/x{2,4}/set14/ (the 14 Set14 HR images) and OUT/x{2,4}/camera/
+For x2 and x4 it writes OUT/x{2,4}/set14/ (the 14 Set14 HR images), OUT/x{2,4}/set14_heldout/
+(the same images degraded by `HELD_OUT_RECIPE`, a member never used to choose checkpoints)
+and OUT/x{2,4}/camera/
 (crops of the camera photos in ../shared/datasets/large/, first halved with area averaging so
 the camera's own noise and JPEG blocks fall below the pixel grid) as NAME_HR.png / NAME_LR.png
 pairs that `lia-upscale eval` reads. The LR side is
@@ -19,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lia_upscale.tools.degradations import VALIDATION_RECIPE, apply
+from lia_upscale.tools.degradations import HELD_OUT_RECIPE, VALIDATION_RECIPE, apply
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -52,14 +54,14 @@ def _camera_hr() -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def write_set(images: list[tuple[str, np.ndarray]], scale: int, folder: Path) -> None:
+def write_set(images: list[tuple[str, np.ndarray]], scale: int, folder: Path, recipe=VALIDATION_RECIPE) -> None:
     """Write NAME_HR.png / NAME_LR.png for each image, HR cropped to a multiple of ``scale``."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, hr in images:
         h, w = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
         hr = np.ascontiguousarray(hr[:h, :w])
         seed = zlib.crc32(f"{name}/x{scale}".encode())
-        lr = apply(VALIDATION_RECIPE, hr, scale, np.random.default_rng(seed))
+        lr = apply(recipe, hr, scale, np.random.default_rng(seed))
         Image.fromarray(hr).save(folder / f"{name}_HR.png")
         Image.fromarray(lr).save(folder / f"{name}_LR.png")
 
@@ -70,6 +72,7 @@ def main() -> None:
     for scale in (2, 4):
         write_set(set14, scale, out / f"x{scale}" / "set14")
         write_set(camera, scale, out / f"x{scale}" / "camera")
+        write_set(set14, scale, out / f"x{scale}" / "set14_heldout", HELD_OUT_RECIPE)
     print(f"wrote {len(set14)} Set14 and {len(camera)} camera pairs per scale under {out}")
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "apply",
     "blur_kernel",
     "VALIDATION_RECIPE",
+    "HELD_OUT_RECIPE",
 ]
 
 RESIZE_MODES = ("area", "bilinear", "bicubic")
@@ -236,6 +237,19 @@ VALIDATION_RECIPE: Recipe = (
     Resize("bicubic", 1.0, "lr"),
     Noise("gaussian", 5.0, False),
     Jpeg(75),
+)
+
+
+#: A second fixed member, from the two-pass web chain rather than the camera pass, never used
+#: to choose checkpoints: a photo shrunk to 60% with a slight blur, gray shot noise, JPEG 60,
+#: then a second JPEG 85 on the LR grid (an image saved, resized and saved again).
+HELD_OUT_RECIPE: Recipe = (
+    Blur("gaussian", 9, 0.8, 0.8),
+    Resize("bilinear", 0.6, "hr"),
+    Noise("poisson", 1.0, True),
+    Jpeg(60),
+    Resize("bicubic", 1.0, "lr"),
+    Jpeg(85),
 )
 
 
