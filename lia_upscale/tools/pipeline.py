@@ -39,7 +39,8 @@ def pipeline_check(
     hidden work costs on its own (measured once, sequentially).
 
     Where the rest goes: ``network_in_batch_s`` is the network's time inside the batch
-    (above ``compute_s`` when the worker threads compete with it for the cores) and
+    (:meth:`Upscaler.render`, which also quantises, and writes a PNG or TIFF band by band;
+    above ``compute_s`` when the worker threads compete with it for the cores) and
     ``waiting_s`` = wall - network in batch, the calling thread's time outside the network
     (the first decode, the last encode, and any stall of the pipeline). ``lanes``: images
     the batch ran at once (:func:`~lia_upscale.batch.image_lanes`); with two, the networks
@@ -61,13 +62,14 @@ def pipeline_check(
         on_progress(f"pipeline: {len(jobs)} images, warm-up")
         up.run_network(pictures[0])
         network = up.run_network
+        render = up.render  # what the batch calls: the network, quantising (and a PNG/TIFF's writing)
         in_batch: list[list[float]] = []
 
-        def timed(picture: images.Picture, on_tile=None):
+        def timed(*args, **kwargs):
             t0 = time.perf_counter()
-            output = network(picture, on_tile)
+            finish = render(*args, **kwargs)
             in_batch[-1].append(time.perf_counter() - t0)
-            return output
+            return finish
 
         for r in range(repeats):
             on_progress(f"pipeline: repeat {r + 1}/{repeats}, the network alone")
@@ -88,13 +90,13 @@ def pipeline_check(
             compute.append(sum(times))
             on_progress(f"pipeline: repeat {r + 1}/{repeats}, run_jobs")
             in_batch.append([])
-            up.run_network = timed  # type: ignore[method-assign]
+            up.render = timed  # type: ignore[method-assign]
             try:
                 t0 = time.perf_counter()
                 outcomes = run_jobs(jobs, up, overwrite=True, quality=quality)
                 walls.append(time.perf_counter() - t0)
             finally:
-                del up.run_network
+                del up.render
             failed = [o for o in outcomes if o.status != "done"]
             if failed:
                 raise RuntimeError(f"pipeline: {failed[0].job.src}: {failed[0].error}")
