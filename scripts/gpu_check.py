@@ -12,6 +12,8 @@
 4. Out-of-memory recovery: with the memory capped (``set_per_process_memory_fraction``)
    a whole-image run must run out, the Engine must shrink its tile, and the output must
    still match the uncapped whole-image result.
+5. The band-by-band path on the device (a 6-MP image, S x4, to PNG): the streamed file's
+   pixels equal the float path's; its time and peak device memory.
 
 Sized for under ~8 minutes on an H100. Exit status 1 when a check fails; every check
 runs regardless and its error is recorded in the JSON.
@@ -163,6 +165,32 @@ def check_oom_recovery(shared: Path, device: torch.device, dry: bool) -> dict:
             "max_batch_pixels_after": engine.max_batch_pixels, "max_abs_diff": diff, "psnr_db": psnr}
 
 
+def check_band_path(shared: Path, device: torch.device, dry: bool) -> dict:
+    """The band-by-band path on the device: tiles cross-faded there, finished rectangles copied
+    back; the streamed PNG must hold exactly the float path's pixels rounded to 8 bits."""
+    import tempfile
+
+    from lia_upscale import images
+
+    path = shared / "weights" / "plainusr" / ("PlainUSRS_Rep_x4.pth" if not dry else "PlainUSRU_Rep_x4.pth")
+    size = (2128, 2832) if not dry else (150, 200)
+    rgb = (synthetic_image(*size).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    picture = images.Picture(rgb=rgb, alpha=None, bit_depth=8, kind="rgb", format="PNG")
+    up = Upscaler(weights=path, device=str(device))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        up.render(picture, Path(tmp) / "out.png")()
+        seconds = time.perf_counter() - t0
+        got = np.asarray(images.decode(Path(tmp) / "out.png").float_rgb())
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    ref = up.engine.run(picture.rgb).clamp(0, 1).permute(1, 2, 0).numpy()
+    equal = bool(np.array_equal(np.rint(got * 255), np.rint(ref * 255)))
+    return {"ok": equal, "input": list(size), "seconds": seconds, "device_peak_gib": peak,
+            "pixels_equal_float_path": equal}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path, help="Folder for the JSON file.")
@@ -186,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         "throughput": lambda: check_throughput(args.shared, device, args.dry_run, args.repeats),
         "largest_tile": lambda: check_largest_tile(args.shared, device, args.dry_run),
         "oom_recovery": lambda: check_oom_recovery(args.shared, device, args.dry_run),
+        "band_path": lambda: check_band_path(args.shared, device, args.dry_run),
     }
     started = time.perf_counter()
     for name, check in checks.items():
