@@ -142,10 +142,10 @@ class Assembler:
             work[:, : self._carry.shape[1]] = self._carry[:, :, x0:x1]
         if self._strip is not None:
             work[:, :, : self._strip.shape[2]] = self._strip
-        w = torch.outer(ys.weights[row][y0:y1], xs.weights[col][x0:x1]).to(dev)
-        total = self._weight_total(row, col, w.cpu()).to(dev) if dev.type != "cpu" else self._weight_total(row, col, w)
+        w = torch.outer(ys.weights[row][y0:y1], xs.weights[col][x0:x1])
+        total = self._weight_total(row, col, w)
         # w / total is exactly 1 where no earlier tile reaches, so those pixels are copied
-        alpha = w.div_(total).nan_to_num_(0.0)
+        alpha = w.div_(total).nan_to_num_(0.0).to(dev)
         del total
         work.lerp_(part.to(torch.float32), alpha)
         del alpha

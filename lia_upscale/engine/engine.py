@@ -12,6 +12,7 @@ import torch
 
 from . import tiling
 from .allocator import reuse_freed_memory
+from .assembly import FullImage
 from .threads import cpu_threads
 from ..errors import DeviceError
 from ..models.descriptor import ModelDescriptor, describe
@@ -195,16 +196,10 @@ class Engine:
         Returns a (3, sH, sW) float32 CPU tensor, not clamped.
         """
         image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1) if isinstance(rgb, np.ndarray) else rgb
-        with reuse_freed_memory() if self._reuse_memory(image.shape[-2:]) else contextlib.nullcontext():
-            result = tiling.upscale(
-                image, self._forward, self.contract, self.tile,
-                max_batch_pixels=self.max_batch_pixels, on_tile=on_tile,
-            )
-        if result.retries:  # keep what an out-of-memory retry settled on for the rest of the batch
-            # (tile 0, the whole image, is larger than any tile it shrank to)
-            shrunk = result.tile if self.tile <= 0 else min(self.tile, result.tile)
-            self.tile, self.max_batch_pixels = shrunk, result.max_batch_pixels
-        return result.image
+        s = self.scale
+        full = FullImage(image.shape[0], image.shape[1] * s, image.shape[2] * s)
+        self._tiled(image, full, self.tile, on_tile)
+        return full.image
 
     def run_into(
         self, rgb: np.ndarray, sink: ArraySink, on_tile: Callable[[int, int], None] | None = None,
@@ -220,13 +215,16 @@ class Engine:
         edge (default: the engine's), e.g. from :meth:`tile_for`.
         """
         image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
-        tile = self.tile if tile is None else tile
+        self._tiled(image, _HostSink(sink), self.tile if tile is None else tile, on_tile)
+
+    def _tiled(self, image: torch.Tensor, sink, tile: int, on_tile: Callable[[int, int], None] | None) -> None:
         with reuse_freed_memory() if self._reuse_memory(image.shape[-2:]) else contextlib.nullcontext():
             result = tiling.upscale_into(
-                image, self._forward, self.contract, tile, _HostSink(sink),
+                image, self._forward, self.contract, tile, sink,
                 max_batch_pixels=self.max_batch_pixels, on_tile=on_tile,
             )
-        if result.retries:
+        if result.retries:  # keep what an out-of-memory retry settled on for the rest of the batch
+            # (tile 0, the whole image, is larger than any tile it shrank to)
             shrunk = result.tile if self.tile <= 0 else min(self.tile, result.tile)
             self.tile, self.max_batch_pixels = shrunk, result.max_batch_pixels
 

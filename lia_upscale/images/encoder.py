@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 import numpy as np
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 from lia_upscale.errors import OutputError
 
@@ -36,7 +36,7 @@ from .picture import (
     one_line,
     source_name,
 )
-from .xmp import PNG_XMP_KEYWORD, xmp_for_output
+from .xmp import xmp_for_output
 
 __all__ = [
     "encode",
@@ -317,26 +317,17 @@ def _write_pillow(
     if im.mode != mode:  # guards Pillow's mode inference from (H, W, C) uint8
         im = im.convert(mode)
     params: dict[str, object] = {}
-    if icc and fmt in ("PNG", "JPEG", "WEBP", "AVIF"):
+    if icc and fmt in ("JPEG", "WEBP", "AVIF"):
         params["icc_profile"] = icc
-    if exif is not None and fmt in ("PNG", "JPEG", "WEBP", "AVIF"):
+    if exif is not None and fmt in ("JPEG", "WEBP", "AVIF"):
         blob = exif.tobytes()
         if fmt != "JPEG" or len(blob) <= _JPEG_MAX_EXIF:
             params["exif"] = blob
-    if xmp and fmt == "PNG":
-        try:
-            info = PngImagePlugin.PngInfo()
-            info.add_itxt(PNG_XMP_KEYWORD.decode(), xmp.decode("utf-8"))
-            params["pnginfo"] = info
-        except UnicodeDecodeError:
-            pass  # XMP is UTF-8 by definition; a packet that is not cannot go into iTXt
-    elif xmp and fmt in ("WEBP", "AVIF") or xmp and fmt == "JPEG" and len(xmp) <= _JPEG_MAX_XMP:
+    if xmp and fmt in ("WEBP", "AVIF") or xmp and fmt == "JPEG" and len(xmp) <= _JPEG_MAX_XMP:
         params["xmp"] = xmp
-    if dpi is not None and fmt in ("PNG", "JPEG", "BMP"):
+    if dpi is not None and fmt in ("JPEG", "BMP"):
         params["dpi"] = (round(dpi[0]), round(dpi[1])) if fmt == "JPEG" else dpi
-    if fmt == "PNG":
-        params["compress_level"] = 6
-    elif fmt == "JPEG":
+    if fmt == "JPEG":
         params["quality"] = JPEG_QUALITY if quality is None else quality
         params["subsampling"] = 0
     elif fmt == "WEBP":
