@@ -16,6 +16,7 @@ from PIL import Image
 from . import images, models
 from .engine import Engine
 from .engine import tta
+from .engine.samples import check_finite
 from .engine.budget import default_budget
 from .engine.device import choose_device, choose_dtype
 from .engine.threads import set_cpu_threads
@@ -62,8 +63,7 @@ def _resample(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _finite(output: torch.Tensor) -> torch.Tensor:
-    if not bool(torch.isfinite(output).all()):
-        raise LiaError("the network's output is not finite (NaN or infinity): the weights overflow on this image")
+    check_finite(output)
     return output
 
 
@@ -95,24 +95,6 @@ class Finish:
         """Drop the write: nothing reaches the destination."""
         if self._discard is not None:
             self._discard()
-
-
-class _Finite:
-    """Passes finished blocks on, refusing non-finite network output (NaN, infinity)."""
-
-    def __init__(self, sink) -> None:
-        self.sink = sink
-
-    def put(self, top: int, left: int, block: np.ndarray) -> None:
-        if not np.isfinite(block.sum(dtype=np.float64)):  # NaN and infinity survive a sum; one pass, no mask
-            raise LiaError("the network's output is not finite (NaN or infinity): the weights overflow on this image")
-        self.sink.put(top, left, block)
-
-    def done(self, rows: int) -> None:
-        self.sink.done(rows)
-
-    def restart(self) -> None:
-        self.sink.restart()
 
 
 class Upscaler:
@@ -176,7 +158,7 @@ class Upscaler:
         if not self.tta:
             self.engine.run_into(rgb, sink, on_tile, tile=tile)
             return
-        out = self._network(rgb, on_tile)
+        out = _finite(self._network(rgb, on_tile))
         sink.put(0, 0, out.permute(1, 2, 0).numpy())
         sink.done(out.shape[1])
 
@@ -280,7 +262,7 @@ class Upscaler:
         if float(a.min()) == float(a.max()):  # uniform: nothing to compute
             plane[...] = images.quantize_value(float(a.min()), bits)
             return
-        self._network_into(np.repeat(a[:, :, None], 3, axis=2), _Finite(images.AlphaPlane(plane, bits)),
+        self._network_into(np.repeat(a[:, :, None], 3, axis=2), images.AlphaPlane(plane, bits),
                              on_tile, tile=tile)
 
     def _into_samples(self, picture: images.Picture, layout: images.Layout,
@@ -289,7 +271,7 @@ class Upscaler:
         store = images.SampleStore(picture.height * s, picture.width * s, layout)
         if layout.alpha:
             self._alpha_into(picture, store.samples[..., -1], layout.bits, on_tile, tile)
-        self._network_into(picture.rgb, _Finite(store), on_tile, tile=tile)
+        self._network_into(picture.rgb, store, on_tile, tile=tile)
         return store
 
     def render(
@@ -327,7 +309,7 @@ class Upscaler:
                 self._alpha_into(picture, alpha, layout.bits, on_tile, tile)
             staged = images.write_streamed(
                 dst, fmt, layout, picture, size,
-                lambda sink: self._network_into(picture.rgb, _Finite(sink), on_tile, tile=tile),
+                lambda sink: self._network_into(picture.rgb, sink, on_tile, tile=tile),
                 dpi_scale=s, alpha=alpha,
             )
             return Finish(lambda: images.commit(staged), staged.discard)

@@ -4,7 +4,7 @@
     python scripts/train_photo.py SCALE ITERATIONS PATCH [INIT] [LR]
 
 Fine-tunes INIT (default: the official PlainUSR-S checkpoint of that scale, MIT,
-../shared/weights/plainusr) on BSD200 + T91 with the photo degradation family, learning
+../shared/weights/plainusr; the variant is the starting checkpoint's) on BSD200 + T91 with the photo degradation family, learning
 rate LR (default 2e-4) with cosine decay to 1e-6. Every 500 iterations it scores the
 degraded Set14 validation set of scripts/photo_valset.py and keeps a copy of the
 checkpoint as runs/photo_x{SCALE}_{ITERATION}.ckpt, so the best one by validation can be
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from lia_upscale.models import load_model
 from lia_upscale.tools.train import TrainConfig, train
 
 torch.set_num_threads(1)
@@ -24,7 +25,7 @@ scale, iters, patch = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 init = sys.argv[4] if len(sys.argv) > 4 else f"../shared/weights/plainusr/PlainUSRS_Rep_x{scale}.pth"
 lr = float(sys.argv[5]) if len(sys.argv) > 5 else 2e-4
 shared = Path(__file__).resolve().parents[1].parent / "shared"
-cfg = TrainConfig(variant="S", scale=scale, iterations=iters, patch=patch, lr=lr, min_lr=1e-6, ema=0.999,
+cfg = TrainConfig(variant=load_model(init).variant, scale=scale, iterations=iters, patch=patch, lr=lr, min_lr=1e-6, ema=0.999,
                   warmup=100, eval_every=500, checkpoint_every=100, degradation="photo", init=init)
 t0 = time.time()
 Path("runs").mkdir(exist_ok=True)

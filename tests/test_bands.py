@@ -189,6 +189,48 @@ def test_sample_store_quantises_like_the_encoder():
     assert data == bytes(images.encoder.encode_bytes(picture, "PNG"))
 
 
+@pytest.mark.parametrize("bits", [8, 16])
+def test_samples_made_on_the_device_equal_the_hosts_quantisation(bits, monkeypatch):
+    """Engine-side quantisation (all threads, or the GPU) is numpy's, bit for bit: halves
+    round to even, out-of-range values clip, NaN becomes 0, across step boundaries."""
+    from lia_upscale.engine import samples
+
+    monkeypatch.setattr(samples, "_STEP_ELEMENTS", 3 * 7 * 5)  # 5 rows a step: 23 rows = 5 steps
+    top = 65535 if bits == 16 else 255
+    rng = np.random.default_rng(bits)
+    block = torch.from_numpy(rng.uniform(-0.2, 1.2, (3, 23, 7)).astype(np.float32))
+    block[0, :4, 0] = torch.tensor([(k + 0.5) / top for k in (0, 1, 2, 3)])  # exact halves
+    block[1, 3, 3], block[2, 9, 1], block[0, 22, 6] = float("nan"), float("inf"), -float("inf")
+    got = samples.to_samples(block, bits).numpy()
+    want = quantize(block.permute(1, 2, 0).numpy(), bits)
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_the_finiteness_check_is_exact_where_a_sum_overflows():
+    from lia_upscale.engine.samples import check_finite
+    from lia_upscale.errors import LiaError
+
+    check_finite(torch.full((3, 4, 4), 3e38))  # finite, though its float32 sum is infinite
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        block = torch.zeros(3, 4, 4)
+        block[1, 2, 3] = bad
+        with pytest.raises(LiaError, match="not finite"):
+            check_finite(block)
+
+
+@pytest.mark.parametrize("layout", [Layout(False, False, 8), Layout(False, True, 16)])
+def test_ready_samples_land_where_floats_would(layout, tmp_path):
+    picture = _float_picture(19, 23, alpha=layout.alpha, bits=layout.bits)
+    by_float, by_samples = SampleStore(19, 23, layout), SampleStore(19, 23, layout)
+    for left in (0, 9):
+        part = picture.rgb[:, left : left + 9] if left == 0 else picture.rgb[:, left:]
+        by_float.put(0, left, part)
+        by_samples.put_samples(0, left, quantize(part, layout.bits))
+    assert by_float.sample_bits == layout.bits
+    assert np.array_equal(by_float.samples, by_samples.samples)
+    assert SampleStore(2, 2, Layout(True, False, 8)).sample_bits is None  # gray: luma from floats
+
+
 # ---- through the doors: API and CLI --------------------------------------------------------
 
 
@@ -225,6 +267,13 @@ def test_pil_path_equals_the_cli_output_without_a_png_round_trip(u2, tmp_path, n
     with Image.open(tmp_path / "out" / "in.png") as cli:
         assert got.mode == cli.mode and got.size == cli.size
         assert np.array_equal(np.asarray(got), np.asarray(cli))
+
+
+def test_pil_path_equals_the_float_output_quantised_on_the_host(u2):
+    """The samples quantised inside the engine equal the float result quantised by numpy."""
+    image = _pil_cases()["RGB"]
+    want = quantize(u2.engine.run(np.asarray(image)).permute(1, 2, 0).numpy(), 8)
+    assert np.array_equal(np.asarray(u2.upscale(image)), want)
 
 
 def test_output_too_large_for_the_format_fails_before_the_network(tmp_path):

@@ -13,6 +13,7 @@ import torch
 from . import tiling
 from .allocator import reuse_freed_memory
 from .assembly import FullImage
+from .samples import check_finite, to_samples
 from .threads import cpu_threads
 from ..errors import DeviceError
 from ..models.descriptor import ModelDescriptor, describe
@@ -207,12 +208,14 @@ class Engine:
     ) -> None:
         """Upscale an (H, W, 3) float array in [0, 1] (or uint8 samples), handing finished pixels to ``sink``.
 
-        ``sink.put(top, left, block)`` gets (h, w, 3) float32 numpy pixels (not clamped) as
-        soon as no later tile reaches them, ``sink.done(rows)`` after each grid row,
+        ``sink.put(top, left, block)`` gets (h, w, 3) float32 numpy pixels (not clamped), or
+        ``sink.put_samples`` quantised ones (see :class:`ArraySink`), as soon as no later
+        tile reaches them, ``sink.done(rows)`` after each grid row,
         ``sink.restart()`` before an out-of-memory retry (see
         :func:`~lia_upscale.engine.tiling.upscale_into`). The sinks of
         :mod:`lia_upscale.images.rows` quantise or stream them. ``tile``: this image's tile
-        edge (default: the engine's), e.g. from :meth:`tile_for`.
+        edge (default: the engine's), e.g. from :meth:`tile_for`. Raises LiaError when the
+        network's output is not finite.
         """
         image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
         self._tiled(image, _HostSink(sink), self.tile if tile is None else tile, on_tile)
@@ -230,7 +233,12 @@ class Engine:
 
 
 class ArraySink(Protocol):
-    """Where :meth:`Engine.run_into` hands finished pixels: (h, w, 3) float32 numpy blocks."""
+    """Where :meth:`Engine.run_into` hands finished pixels: (h, w, 3) float32 numpy blocks.
+
+    A sink that stores RGB samples may also have ``sample_bits`` (8 or 16) and
+    ``put_samples(top, left, samples)``: it then gets (h, w, 3) uint8/uint16 samples,
+    quantised as :func:`lia_upscale.images.quantize` does, instead of floats.
+    """
 
     def put(self, top: int, left: int, block: np.ndarray) -> None: ...
 
@@ -240,13 +248,20 @@ class ArraySink(Protocol):
 
 
 class _HostSink:
-    """Brings finished tensor blocks to the host as (h, w, C) numpy views."""
+    """Brings finished tensor blocks to the host after refusing NaN/infinity: as ready samples
+    for a sink with ``sample_bits`` (quantised on the block's device), else as (h, w, C)
+    float numpy views."""
 
     def __init__(self, sink: ArraySink) -> None:
         self.sink = sink
+        self.bits: int | None = getattr(sink, "sample_bits", None)
 
     def put(self, top: int, left: int, block: torch.Tensor) -> None:
-        self.sink.put(top, left, block.cpu().permute(1, 2, 0).numpy())
+        check_finite(block)
+        if self.bits is None:
+            self.sink.put(top, left, block.cpu().permute(1, 2, 0).numpy())
+        else:
+            self.sink.put_samples(top, left, to_samples(block, self.bits).cpu().numpy())
 
     def done(self, rows: int) -> None:
         self.sink.done(rows)

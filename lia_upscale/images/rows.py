@@ -84,6 +84,10 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     return (rgb @ _LUMA)[..., None]
 
 
+def _sample_bits(layout: Layout) -> int | None:
+    return None if layout.gray else layout.bits
+
+
 def _color(layout: Layout, block: np.ndarray) -> np.ndarray:
     # gray: luma of the clamped colour, as the float path (clamp, then encode) computes it
     return luma(np.clip(block, 0.0, 1.0)) if layout.gray else block
@@ -102,11 +106,22 @@ class SampleStore:
         if layout.alpha:
             self.samples[..., -1] = np.iinfo(layout.dtype).max
 
+    @property
+    def sample_bits(self) -> int | None:
+        """Bits of the ready-quantised RGB samples :meth:`put_samples` takes (None for gray:
+        luma is computed from the float pixels)."""
+        return _sample_bits(self.layout)
+
     def put(self, top: int, left: int, block: np.ndarray) -> None:
         """Quantise finished (h, w, 3) float pixels into place."""
         h, w = block.shape[:2]
         n = self.layout.color_channels
         quantize(_color(self.layout, block), self.layout.bits, self.samples[top : top + h, left : left + w, :n])
+
+    def put_samples(self, top: int, left: int, samples: np.ndarray) -> None:
+        """Place finished (h, w, 3) RGB samples, already quantised as :func:`quantize` does."""
+        h, w = samples.shape[:2]
+        self.samples[top : top + h, left : left + w, :3] = samples
 
     def done(self, rows: int) -> None:
         """Nothing to do: the samples are whole at the end."""
@@ -253,9 +268,13 @@ class RowBands:
         self._flushed = 0
         self._band: np.ndarray | None = None
 
-    def put(self, top: int, left: int, block: np.ndarray) -> None:
-        """Quantise finished (h, w, 3) float pixels into the band of their rows."""
-        h, w = block.shape[:2]
+    @property
+    def sample_bits(self) -> int | None:
+        """Bits of the ready-quantised RGB samples :meth:`put_samples` takes (None for gray)."""
+        return _sample_bits(self.layout)
+
+    def _slot(self, top: int, left: int, h: int, w: int) -> np.ndarray:
+        """The colour samples of rows ``top`` .. ``top + h``, columns ``left`` .. ``left + w`` in the band."""
         if self._band is None:
             if top != self._flushed:
                 raise ValueError(f"rows from {top} put before rows from {self._flushed} were done")
@@ -263,8 +282,17 @@ class RowBands:
         off = top - self._flushed
         if off < 0 or off + h > self._band.shape[0]:
             raise ValueError(f"rows {top}..{top + h} fall outside the band being gathered")
-        n = self.layout.color_channels
-        quantize(_color(self.layout, block), self.layout.bits, self._band[off : off + h, left : left + w, :n])
+        return self._band[off : off + h, left : left + w, : self.layout.color_channels]
+
+    def put(self, top: int, left: int, block: np.ndarray) -> None:
+        """Quantise finished (h, w, 3) float pixels into the band of their rows."""
+        h, w = block.shape[:2]
+        quantize(_color(self.layout, block), self.layout.bits, self._slot(top, left, h, w))
+
+    def put_samples(self, top: int, left: int, samples: np.ndarray) -> None:
+        """Place finished (h, w, 3) RGB samples, already quantised as :func:`quantize` does."""
+        h, w = samples.shape[:2]
+        self._slot(top, left, h, w)[...] = samples
 
     def done(self, rows: int) -> None:
         """Rows up to ``rows`` are complete: write the band."""
