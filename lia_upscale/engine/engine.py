@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
@@ -196,7 +197,7 @@ class Engine:
 
         Returns a (3, sH, sW) float32 CPU tensor, not clamped.
         """
-        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1) if isinstance(rgb, np.ndarray) else rgb
+        image = _channels_first(rgb) if isinstance(rgb, np.ndarray) else rgb
         s = self.scale
         full = FullImage(image.shape[0], image.shape[1] * s, image.shape[2] * s)
         self._tiled(image, full, self.tile, on_tile)
@@ -217,7 +218,7 @@ class Engine:
         edge (default: the engine's), e.g. from :meth:`tile_for`. Raises LiaError when the
         network's output is not finite.
         """
-        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+        image = _channels_first(rgb)
         self._tiled(image, _HostSink(sink), self.tile if tile is None else tile, on_tile)
 
     def _tiled(self, image: torch.Tensor, sink, tile: int, on_tile: Callable[[int, int], None] | None) -> None:
@@ -245,6 +246,14 @@ class ArraySink(Protocol):
     def done(self, rows: int) -> None: ...
 
     def restart(self) -> None: ...
+
+
+def _channels_first(rgb: np.ndarray) -> torch.Tensor:
+    """A (3, H, W) view of (H, W, 3) samples; read-only arrays (``np.asarray`` of a PIL
+    image) are shared without a copy, since the engine only reads its input."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
 
 
 class _HostSink:
