@@ -218,6 +218,63 @@ def test_the_finiteness_check_is_exact_where_a_sum_overflows():
             check_finite(block)
 
 
+class _Log:
+    """An array sink that logs what reaches it, in order."""
+
+    def __init__(self, bits: int | None) -> None:
+        self.sample_bits, self.events = bits, []
+
+    def put(self, top, left, block):
+        self.events.append(("put", top, left, block.copy()))
+
+    def put_samples(self, top, left, samples):
+        self.events.append(("samples", top, left, samples.copy()))
+
+    def done(self, rows):
+        self.events.append(("done", rows))
+
+    def restart(self):
+        self.events.append(("restart",))
+
+
+@pytest.mark.parametrize("bits", [None, 8])
+def test_deferred_copies_land_in_order_before_their_rows_are_done(bits):
+    """The CUDA path (queued copies, handed over a tile later) gives the sink exactly what
+    the immediate path gives, and every block of a band before that band's done()."""
+    from lia_upscale.engine.samples import HostSink
+
+    rng = np.random.default_rng(1)
+    blocks = [(0, 0), (0, 5), (0, 9), (4, 0), (4, 5), (4, 9)]
+    data = {pos: torch.from_numpy(rng.uniform(0, 1, (3, 4, 5)).astype(np.float32)) for pos in blocks}
+    logs = []
+    for deferred in (False, True):
+        log, host = _Log(bits), HostSink(_Log(bits), deferred=deferred)
+        host.sink = log
+        for top, left in blocks:
+            host.put(top, left, data[(top, left)])
+            if left == 9:
+                host.done(top + 4)
+        logs.append(log.events)
+    immediate, deferred_events = logs
+    assert [e[:3] for e in immediate] == [e[:3] for e in deferred_events]
+    assert all(np.array_equal(a[3], b[3]) for a, b in zip(immediate, deferred_events) if len(a) > 3)
+    assert deferred_events[3] == ("done", 4) and deferred_events[-1] == ("done", 8)
+
+
+def test_deferred_copies_refuse_non_finite_blocks_when_they_land():
+    from lia_upscale.engine.samples import HostSink
+    from lia_upscale.errors import LiaError
+
+    log = _Log(8)
+    host = HostSink(log, deferred=True)
+    bad = torch.zeros(3, 2, 2)
+    bad[0, 1, 1] = float("nan")
+    host.put(0, 0, bad)
+    with pytest.raises(LiaError, match="not finite"):
+        host.done(2)
+    assert log.events == []
+
+
 @pytest.mark.parametrize("layout", [Layout(False, False, 8), Layout(False, True, 16)])
 def test_ready_samples_land_where_floats_would(layout, tmp_path):
     picture = _float_picture(19, 23, alpha=layout.alpha, bits=layout.bits)

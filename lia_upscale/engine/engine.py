@@ -14,7 +14,7 @@ import torch
 from . import tiling
 from .allocator import reuse_freed_memory
 from .assembly import FullImage
-from .samples import check_finite, to_samples
+from .samples import HostSink
 from .threads import cpu_threads
 from ..errors import DeviceError
 from ..models.descriptor import ModelDescriptor, describe
@@ -219,7 +219,7 @@ class Engine:
         network's output is not finite.
         """
         image = _channels_first(rgb)
-        self._tiled(image, _HostSink(sink), self.tile if tile is None else tile, on_tile)
+        self._tiled(image, HostSink(sink, deferred=self.device.type == "cuda"), self.tile if tile is None else tile, on_tile)
 
     def _tiled(self, image: torch.Tensor, sink, tile: int, on_tile: Callable[[int, int], None] | None) -> None:
         with reuse_freed_memory() if self._reuse_memory(image.shape[-2:]) else contextlib.nullcontext():
@@ -254,26 +254,3 @@ def _channels_first(rgb: np.ndarray) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "The given NumPy array is not writable")
         return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
-
-
-class _HostSink:
-    """Brings finished tensor blocks to the host after refusing NaN/infinity: as ready samples
-    for a sink with ``sample_bits`` (quantised on the block's device), else as (h, w, C)
-    float numpy views."""
-
-    def __init__(self, sink: ArraySink) -> None:
-        self.sink = sink
-        self.bits: int | None = getattr(sink, "sample_bits", None)
-
-    def put(self, top: int, left: int, block: torch.Tensor) -> None:
-        check_finite(block)
-        if self.bits is None:
-            self.sink.put(top, left, block.cpu().permute(1, 2, 0).numpy())
-        else:
-            self.sink.put_samples(top, left, to_samples(block, self.bits).cpu().numpy())
-
-    def done(self, rows: int) -> None:
-        self.sink.done(rows)
-
-    def restart(self) -> None:
-        self.sink.restart()
