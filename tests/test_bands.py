@@ -178,6 +178,21 @@ def test_streamed_writers_memory_does_not_grow_with_the_height(tmp_path, writer)
     assert peaks[1] < 0.15 * (band * 128 * width * 3 * 4)
 
 
+def test_a_streamed_png_reuses_two_band_buffers_for_the_whole_image(tmp_path, monkeypatch):
+    """Bands live in memory maps of their own (tracemalloc cannot see them): a PNG of 40
+    bands maps two and recycles them, whatever the height."""
+    from lia_upscale.images import rows
+
+    made = []
+    real = rows._mapped
+    monkeypatch.setattr(rows, "_mapped", lambda shape, dtype: made.append(shape) or real(shape, dtype))
+    picture = _float_picture(40 * 7, 33)
+    with open(tmp_path / "t.png", "w+b") as fp:
+        _stream_through("PNG", picture, fp, band_rows=7)
+    assert len(made) == 2, made
+    assert (tmp_path / "t.png").read_bytes() == bytes(images.encoder.encode_bytes(picture, "PNG"))
+
+
 def test_sample_store_quantises_like_the_encoder():
     picture = _float_picture(9, 11, alpha=True, bits=16)
     layout = images.output_layout(picture, "PNG")

@@ -10,6 +10,7 @@ Everything here is numpy and the standard library (torch-free).
 
 from __future__ import annotations
 
+import mmap
 import struct
 import zlib
 from collections.abc import Iterator
@@ -248,6 +249,12 @@ def write_png(fp: BinaryIO, samples: np.ndarray, layout: Layout, icc: bytes | No
     writer.close()
 
 
+def _mapped(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An array in its own anonymous memory map, outside the malloc heap."""
+    size = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
+    return np.frombuffer(mmap.mmap(-1, size), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+
+
 class RowBands:
     """Finished pixels gathered into bands of whole rows, for writers that go row by row.
 
@@ -267,6 +274,17 @@ class RowBands:
     def _reset(self) -> None:
         self._flushed = 0
         self._band: np.ndarray | None = None
+        self._buffer: np.ndarray | None = None  # what self._band is a view of
+        self._written: np.ndarray | None = None  # the buffer last handed to write_band
+        self._spare: np.ndarray | None = None  # a buffer free for the next band
+
+    def _recycle(self) -> None:
+        """The writer is done with the last band it got: the next band may reuse its buffer.
+
+        The bands then stay two buffers for the whole image, each in its own memory map
+        outside the malloc heap, instead of a fresh array per grid row wedged between the
+        network's freed blocks (which made the heap grow band after band)."""
+        self._spare, self._written = self._written, None
 
     @property
     def sample_bits(self) -> int | None:
@@ -278,7 +296,10 @@ class RowBands:
         if self._band is None:
             if top != self._flushed:
                 raise ValueError(f"rows from {top} put before rows from {self._flushed} were done")
-            self._band = np.empty((h, self.width, self.layout.channels), dtype=self.layout.dtype)
+            buffer, self._spare = self._spare, None
+            if buffer is None or buffer.shape[0] < h:
+                buffer = _mapped((h, self.width, self.layout.channels), self.layout.dtype)
+            self._buffer, self._band = buffer, buffer[:h]
         off = top - self._flushed
         if off < 0 or off + h > self._band.shape[0]:
             raise ValueError(f"rows {top}..{top + h} fall outside the band being gathered")
@@ -304,7 +325,9 @@ class RowBands:
         if self._alpha is not None:
             band[..., -1] = self._alpha[self._flushed : rows]
         self._band, self._flushed = None, rows
+        buffer, self._buffer = self._buffer, None
         self.write_band(band)
+        self._written = buffer
 
     def write_band(self, band: np.ndarray) -> None:
         """Write (n, width, channels) samples, the next rows of the file."""
@@ -345,6 +368,7 @@ class PngStream(RowBands):
         if self._job is not None:
             job, self._job = self._job, None
             job.result()
+            self._recycle()
 
     def restart(self) -> None:
         """Start the file over (the image is computed again)."""
