@@ -3,8 +3,8 @@
     python scripts/photo_valset.py && python scripts/photo_quality.py [--weights-x4 F] [--weights-x2 F]
 
 Rows: bicubic (MATLAB-style upsampling of the LR), our clean default `lia-u-x{s}`, the
-official S and base checkpoints (from ../shared/weights/plainusr), and the photo model
-(`lia-photo-x{s}`, or the file given). Columns: the degraded Set14 and camera-crop sets of
+official S, M and base checkpoints (from ../shared/weights/plainusr), the photo model's
+earlier versions and the photo model (`lia-photo-x{s}`, or the file given). Columns: the degraded Set14 and camera-crop sets of
 scripts/photo_valset.py (one fixed member of the degradation family), then clean Set5 and
 Set14. Every figure comes from `lia_upscale.tools.evaluate` (the code behind `lia-upscale eval`),
 whole image, float32, CPU.
@@ -53,8 +53,10 @@ def main() -> None:
             ("bicubic", lambda rgb, s=s: np.clip(matlab_resize(rgb, s), 0, 1)),
             (f"lia-u-x{s} (clean default)", _model(model=f"lia-u-x{s}")),
             (f"plainusr-s-x{s} (official)", _model(weights=OFFICIAL / f"PlainUSRS_Rep_x{s}.pth")),
+            (f"plainusr-m-x{s} (official)", _model(weights=OFFICIAL / f"PlainUSRM_Rep_x{s}.pth")),
             (f"plainusr-base-x{s} (official)", _model(weights=OFFICIAL / f"PlainUSR_Rep_x{s}.pth")),
-            ("lia-photo-x{s}@1 (version 1)".format(s=s), _model(model=f"lia-photo-x{s}@1")),
+            (f"lia-photo-x{s}@1 (version 1)", _model(model=f"lia-photo-x{s}@1")),
+            (f"lia-photo-x{s}@2 (version 2)", _model(model=f"lia-photo-x{s}@2")),
             (photo or f"lia-photo-x{s}", _model(weights=photo) if photo else _model(model=f"lia-photo-x{s}")),
         ]
         for name, fn in rows:
