@@ -252,11 +252,16 @@ class _Log:
         self.events.append(("restart",))
 
 
+@pytest.mark.parametrize("pinned_max", [1 << 20, 100])
 @pytest.mark.parametrize("bits", [None, 8])
-def test_deferred_copies_land_in_order_before_their_rows_are_done(bits):
-    """The CUDA path (queued copies, handed over a tile later) gives the sink exactly what
-    the immediate path gives, and every block of a band before that band's done()."""
+def test_deferred_copies_land_in_order_before_their_rows_are_done(bits, pinned_max, monkeypatch):
+    """The CUDA path (queued copies, handed over a tile later; blocks over the pinned limit
+    synchronously) gives the sink exactly what the immediate path gives, and every block
+    of a band before that band's done()."""
+    from lia_upscale.engine import samples
     from lia_upscale.engine.samples import HostSink
+
+    monkeypatch.setattr(samples, "_PINNED_MAX_BYTES", pinned_max)
 
     rng = np.random.default_rng(1)
     blocks = [(0, 0), (0, 5), (0, 9), (4, 0), (4, 5), (4, 9)]

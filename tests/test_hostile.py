@@ -313,6 +313,24 @@ def test_non_finite_output_fails_that_file(tmp_path, x2):
     assert "finite" in out[0] or "nan" in out[0].lower(), out
 
 
+def test_non_finite_output_is_refused_on_every_route(tmp_path, x2):
+    """JPEG (integer samples), the alpha pass and the PIL path refuse NaN output too."""
+    from lia_upscale import Upscaler
+    from lia_upscale.errors import LiaError
+
+    huge = _weights_like(x2, tmp_path / "huge.safetensors", lambda k, v: v * 1e20)
+    _png(tmp_path / "in" / "a.png")
+    proc = cli(["in/a.png", "out/", "--weights", str(huge), "--format", "jpg", "-q"], tmp_path)
+    assert proc.returncode == 1, err(proc)
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+    up = Upscaler(weights=huge, device="cpu")
+    rgba = Image.fromarray(_noise(9, 9)).convert("RGBA")
+    rgba.putalpha(Image.fromarray(_noise(9, 9)[..., 0]))
+    for image in (Image.fromarray(_noise(9, 9)), rgba):
+        with pytest.raises(LiaError, match="not finite"):
+            up.upscale(image)
+
+
 def test_unsupported_explicit_input_fails_alone(tmp_path, x2):
     (tmp_path / "in").mkdir()
     Image.fromarray(_noise(5, 5)).save(tmp_path / "in" / "a.gif")

@@ -21,6 +21,11 @@ from ..models.descriptor import ModelDescriptor, describe
 from ..nn import Placement, PlainUSR
 from ..nn.inference import infer
 
+# The engine only reads its input, so a read-only array (np.asarray of a PIL image) is shared
+# as it is; registered once here: warnings.catch_warnings per call would race with the
+# decoder thread's own filters (images/quiet.py), since the filters are process-wide.
+warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+
 __all__ = ["Engine", "ArraySink", "DEFAULT_TILE", "DEFAULT_CPU_TILE", "LARGE_IMAGE_PIXELS", "REUSE_BUDGET_BYTES", "default_tile"]
 
 #: Default tile edge in input pixels on CUDA, chosen by measurement (see README, "Tiling").
@@ -251,6 +256,4 @@ class ArraySink(Protocol):
 def _channels_first(rgb: np.ndarray) -> torch.Tensor:
     """A (3, H, W) view of (H, W, 3) samples; read-only arrays (``np.asarray`` of a PIL
     image) are shared without a copy, since the engine only reads its input."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
-        return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)

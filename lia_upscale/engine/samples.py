@@ -18,6 +18,9 @@ _NOT_FINITE = "the network's output is not finite (NaN or infinity): the weights
 
 __all__ = ["HostSink", "check_finite", "to_samples"]
 
+#: the largest block (bytes on the host) copied through pinned memory; a bigger one (a whole
+#: image with --tile 0) is copied synchronously, so torch's pinned cache does not keep it
+_PINNED_MAX_BYTES = 64 << 20
 #: float32 elements converted per step on the CPU: 4 MiB, which stays in the cache between
 #: the four passes (2x faster than converting a 16-MP block in one go, measured)
 _STEP_ELEMENTS = 1 << 20
@@ -67,14 +70,16 @@ class HostSink:
 
     def put(self, top: int, left: int, block: torch.Tensor) -> None:
         """Check, convert and hand over ``block`` (deferred: queue its copy)."""
-        if not self.deferred:
-            check_finite(block)
         data = block.permute(1, 2, 0) if self.bits is None else to_samples(block, self.bits)
-        if not self.deferred:
+        if not self.deferred or data.numel() * data.element_size() > _PINNED_MAX_BYTES:
+            self._land()
+            check_finite(block)
             self._hand(top, left, data.cpu())
             return
-        finite = torch.isfinite(block).all()  # stays on the device until the copy has landed
         cuda = block.device.type == "cuda"
+        # the verdict and the samples both travel without blocking; read once the event says so
+        finite = torch.empty((), dtype=torch.bool, pin_memory=cuda)
+        finite.copy_(torch.isfinite(block).all(), non_blocking=cuda)
         host = torch.empty(data.shape, dtype=data.dtype, pin_memory=cuda)
         host.copy_(data, non_blocking=cuda)
         event = None
@@ -82,7 +87,7 @@ class HostSink:
             event = torch.cuda.Event()
             event.record()
         self._pending.append((top, left, host, finite, event))
-        self._land(keep=1)  # the previous block's copy was queued a tile ago: it has landed
+        self._land(keep=1)  # the previous block's copies were queued a tile ago: they have landed
 
     def _hand(self, top: int, left: int, host: torch.Tensor) -> None:
         if self.bits is None:

@@ -258,11 +258,16 @@ def _mapped(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 class RowBands:
     """Finished pixels gathered into bands of whole rows, for writers that go row by row.
 
+    A subclass whose writer is done with a band by the next :meth:`write_band` sets
+    ``recycles`` and calls :meth:`_recycle` then; the next band reuses that buffer.
+
     Every tile of a grid row puts the same rows (the assembler's contract), so the first
     :meth:`put` of a band sizes it and later puts quantise straight into it; :meth:`done`
     completes the band (alpha rows added) and hands it to :meth:`write_band`. With one
     band being filled and one being written, memory is two bands, whatever the height.
     """
+
+    recycles = False
 
     def __init__(self, width: int, height: int, layout: Layout, alpha: np.ndarray | None) -> None:
         if layout.alpha and (alpha is None or alpha.shape != (height, width)):
@@ -327,7 +332,8 @@ class RowBands:
         self._band, self._flushed = None, rows
         buffer, self._buffer = self._buffer, None
         self.write_band(band)
-        self._written = buffer
+        if self.recycles:
+            self._written = buffer
 
     def write_band(self, band: np.ndarray) -> None:
         """Write (n, width, channels) samples, the next rows of the file."""
@@ -342,6 +348,8 @@ class PngStream(RowBands):
     into an (H, W) array first). Compression of one band runs in a worker thread while the
     next band is computed. Call :meth:`close` at the end (or :meth:`abort`).
     """
+
+    recycles = True  # write_band waits for the previous band's job first
 
     def __init__(self, fp: BinaryIO, width: int, height: int, layout: Layout, *, icc: bytes | None = None,
                  exif: bytes | None = None, dpi: tuple[float, float] | None = None,
