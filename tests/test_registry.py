@@ -110,7 +110,7 @@ def test_cards() -> None:
         assert card.embedded and card.file == f"lia-u-x{scale}.safetensors" and card.sha256 is None
         photo = get_card(default_model_name(scale, "photo"))
         assert (photo.name, photo.variant, photo.scale, photo.purpose) == (f"lia-photo-x{scale}", "S", scale, "photo")
-        assert photo.embedded and photo.file == f"lia-photo-x{scale}.v2.safetensors" and photo.version == 2
+        assert photo.embedded and photo.file == f"lia-photo-x{scale}.v3.safetensors" and photo.version == 3
         first = get_card(f"lia-photo-x{scale}@1")  # version 1 stays loadable by its pinned name
         assert first.file == f"lia-photo-x{scale}.safetensors" and first.version == 1 and not first.default
     assert card_for_file("lia-u-x2.safetensors") is None
