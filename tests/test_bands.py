@@ -379,6 +379,20 @@ def test_an_image_over_the_memory_budget_fails_alone_naming_the_numbers(tmp_path
     assert bad.returncode == 2 and "'lots' is not a size" in bad.stderr
 
 
+def test_wider_networks_get_cpu_tiles_of_the_same_feature_map_area():
+    from lia_upscale.engine import DEFAULT_CPU_TILE, DEFAULT_TILE, default_tile
+
+    cpu = torch.device("cpu")
+    assert default_tile(cpu, 19) == default_tile(cpu, 35) == DEFAULT_CPU_TILE  # U, S
+    reference = 35 * DEFAULT_CPU_TILE**2
+    for channels in (51, 67, 131):  # M, base, L
+        tile = default_tile(cpu, channels)
+        assert tile % 6 == 0 and tile < DEFAULT_CPU_TILE
+        assert 0.97 * reference <= channels * tile**2 <= reference  # the largest such multiple of 6
+        assert channels * (tile + 6) ** 2 > reference
+    assert default_tile(torch.device("cuda"), 67) == DEFAULT_TILE
+
+
 def test_the_budget_shrinks_tiles_before_it_refuses():
     from lia_upscale import Upscaler
 
