@@ -252,7 +252,7 @@ class Upscaler:
                 images.AlphaPlane(samples.samples[..., -1], layout.bits).put(0, 0, np.repeat(result.alpha[..., None], 3, 2))
         else:
             layout = images.pil_layout(picture)
-            samples = self._into_samples(picture, layout, None, self.engine.tile)
+            samples = self._into_samples(picture, layout, None, self.engine.tile_for_size((picture.height, picture.width)))
         return images.to_pil(samples.samples, layout, picture, dpi_scale=samples.samples.shape[0] / picture.height)
 
     def _alpha_into(self, picture: images.Picture, plane: np.ndarray, bits: int,

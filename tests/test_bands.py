@@ -393,6 +393,21 @@ def test_wider_networks_get_cpu_tiles_of_the_same_feature_map_area():
     assert default_tile(torch.device("cuda"), 67) == DEFAULT_TILE
 
 
+def test_a_narrowed_default_tile_still_runs_a_one_tile_image_whole():
+    """base (67 channels) tiles at 744 by default, but an image of at most 1032^2 pixels runs
+    as one tile as it would for S; a tile given by the user is kept as given."""
+    from lia_upscale.engine import DEFAULT_CPU_TILE, Engine
+    from lia_upscale.nn import VARIANTS, PlainUSR
+
+    module = PlainUSR(VARIANTS["base"].with_scale(2)).eval()
+    engine = Engine(module, torch.device("cpu"), torch.float32)
+    assert engine.tile == 744
+    assert engine.tile_for_size((864, 1152)) == 0  # 1 MP: whole
+    assert engine.tile_for_size((DEFAULT_CPU_TILE + 6, DEFAULT_CPU_TILE)) == 744
+    assert engine.tile_for(((864, 1152)), 0.0, 1 << 40) == 1152
+    assert Engine(module, torch.device("cpu"), torch.float32, tile=744).tile_for_size((864, 1152)) == 744
+
+
 def test_the_budget_shrinks_tiles_before_it_refuses():
     from lia_upscale import Upscaler
 

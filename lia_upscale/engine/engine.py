@@ -100,6 +100,8 @@ class Engine:
         self.device = device
         self.dtype = dtype
         self.tile = default_tile(device, desc.feature_channels) if tile is None else int(tile)
+        # a network narrowed by default_tile still runs images of one S tile's worth whole
+        self._whole_small = tile is None and device.type == "cpu" and self.tile < DEFAULT_CPU_TILE
         self.scale = desc.scale
         # channels-last: faster float32 convolutions, and 10x faster float16 ones on the CPU
         # a copy: the caller's float32 module stays as it is (and serves the fallback)
@@ -159,7 +161,7 @@ class Engine:
         pixels = h * w
         s, ctx, band = self.scale, self.contract.context, self.contract.band
         # 4 bytes an input pixel: its 8-bit samples as decoded (and a float alpha, rarely)
-        tile = self.tile if tile is None else tile
+        tile = self.tile_for_size(size) if tile is None else tile
         edge = max(h, w) if tile <= 0 else min(tile, max(h, w))
         batch = pixels  # input pixels per network call: the whole image, or a batch of tiles
         if tile > 0:
@@ -171,10 +173,19 @@ class Engine:
         return int(4 * pixels + _REUSE_MAPS * map_bytes + 12 * batch * s * s + merge + bands + rows
                    + kept * pixels * s * s)
 
+    def tile_for_size(self, size: tuple[int, int]) -> int:
+        """The tile edge an (H, W) image runs with: the engine's, or 0 (the whole image) for
+        an image of at most :data:`DEFAULT_CPU_TILE` squared pixels when the default tile was
+        narrowed for a wide network (:func:`default_tile`): such an image is one tile for S,
+        and cutting it into four would cost more context than its memory saves."""
+        if self._whole_small and size[0] * size[1] <= DEFAULT_CPU_TILE**2:
+            return 0
+        return self.tile
+
     def tile_for(self, size: tuple[int, int], kept: float, budget: int) -> int | None:
-        """The largest tile edge, at most the engine's, whose :meth:`working_bytes` fit ``budget``;
-        None when even the smallest tile does not."""
-        tile = self.tile if self.tile > 0 else max(size)
+        """The largest tile edge, at most :meth:`tile_for_size`'s, whose :meth:`working_bytes`
+        fit ``budget``; None when even the smallest tile does not."""
+        tile = self.tile_for_size(size) or max(size)
         while True:
             if self.working_bytes(size, kept, tile=tile) <= budget:
                 return tile
@@ -219,7 +230,7 @@ class Engine:
         image = _channels_first(rgb) if isinstance(rgb, np.ndarray) else rgb
         s = self.scale
         full = FullImage(image.shape[0], image.shape[1] * s, image.shape[2] * s)
-        self._tiled(image, full, self.tile, on_tile)
+        self._tiled(image, full, self.tile_for_size(tuple(image.shape[-2:])), on_tile)
         return full.image
 
     def run_into(
@@ -238,7 +249,8 @@ class Engine:
         network's output is not finite.
         """
         image = _channels_first(rgb)
-        self._tiled(image, HostSink(sink, deferred=self.device.type == "cuda"), self.tile if tile is None else tile, on_tile)
+        tile = self.tile_for_size(tuple(image.shape[-2:])) if tile is None else tile
+        self._tiled(image, HostSink(sink, deferred=self.device.type == "cuda"), tile, on_tile)
 
     def _tiled(self, image: torch.Tensor, sink, tile: int, on_tile: Callable[[int, int], None] | None) -> None:
         with reuse_freed_memory() if self._reuse_memory(image.shape[-2:]) else contextlib.nullcontext():
@@ -250,6 +262,7 @@ class Engine:
             # (tile 0, the whole image, is larger than any tile it shrank to)
             shrunk = result.tile if self.tile <= 0 else min(self.tile, result.tile)
             self.tile, self.max_batch_pixels = shrunk, result.max_batch_pixels
+            self._whole_small = False
 
 
 class ArraySink(Protocol):

@@ -89,7 +89,7 @@ def _make_cases(
             out.append(_Case(name, run_naive, 0, []))
         else:
             engine = Engine(model.module, device, dtype, 0 if name == "whole" else tile)
-            out.append(_Case(name, lambda engine=engine: engine.run(image), engine.tile, []))
+            out.append(_Case(name, lambda engine=engine: engine.run(image), engine.tile_for_size(tuple(image.shape[-2:])), []))
     return out
 
 
