@@ -92,7 +92,8 @@ def test_allocator_is_tuned_exactly_where_glibc_is() -> None:
     [
         ("base", 4, None, (1000, 1000), True),  # up to 2 MP: always
         ("base", 4, None, (2128, 2832), False),  # a 6-MP photo: 1.16 GB of output + 6 maps of 341 MB
-        ("base", 2, None, (2128, 2832), False),  # 0.29 GB of output, still 2.05 GB of maps
+        ("base", 2, 1032, (2128, 2832), False),  # 0.29 GB of output, still 2.05 GB of maps
+        ("base", 2, None, (2128, 2832), True),  # base's default 744 tiles: half the maps
         ("U", 4, None, (2128, 2832), True),  # 1.16 GB of output + 6 maps of 97 MB
         ("S", 2, None, (2128, 2832), True),
         ("U", 4, 0, (2128, 2832), False),  # the whole photo in one call

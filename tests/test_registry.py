@@ -109,7 +109,7 @@ def test_cards() -> None:
         assert (card.name, card.variant, card.scale) == (f"lia-u-x{scale}", "U", scale)
         assert card.embedded and card.file == f"lia-u-x{scale}.safetensors" and card.sha256 is None
         photo = get_card(default_model_name(scale, "photo"))
-        assert (photo.name, photo.variant, photo.scale, photo.purpose) == (f"lia-photo-x{scale}", "S", scale, "photo")
+        assert (photo.name, photo.variant, photo.scale, photo.purpose) == (f"lia-photo-x{scale}", {2: "M", 4: "base"}[scale], scale, "photo")
         assert photo.embedded and photo.file == f"lia-photo-x{scale}.v3.safetensors" and photo.version == 3
         first = get_card(f"lia-photo-x{scale}@1")  # version 1 stays loadable by its pinned name
         assert first.file == f"lia-photo-x{scale}.safetensors" and first.version == 1 and not first.default
