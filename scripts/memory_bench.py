@@ -8,9 +8,8 @@ JPEG quality 95) in a temporary folder. Usage:
 
     python scripts/memory_bench.py [--quick] [--out docs/memory_bench.json]
 
-Cases: 12 MP x4 to JPEG with the default model (photo S x4); 48 MP x2 to PNG with the
-default x2 model (its pixel count is over the default input limit, so `--max-pixels` is
-raised); PNG output at x2 from 3, 12 and 48 MP input (flatness). `--quick` runs only the
+Cases: 12 MP x4 to JPEG with the default model (lia-photo-x4); 48 MP x2 to PNG with the
+default x2 model (with `--max-pixels 60000000`, as a medium-format batch would run); PNG output at x2 from 3, 12 and 48 MP input (flatness). `--quick` runs only the
 3 and 12 MP PNG cases and the 12 MP JPEG.
 """
 
