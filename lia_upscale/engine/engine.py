@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
@@ -21,11 +20,6 @@ from ..errors import DeviceError
 from ..models.descriptor import ModelDescriptor, describe
 from ..nn import Placement, PlainUSR
 from ..nn.inference import infer
-
-# The engine only reads its input, so a read-only array (np.asarray of a PIL image) is shared
-# as it is; registered once here: warnings.catch_warnings per call would race with the
-# decoder thread's own filters (images/quiet.py), since the filters are process-wide.
-warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
 
 __all__ = ["Engine", "ArraySink", "DEFAULT_TILE", "DEFAULT_CPU_TILE", "LARGE_IMAGE_PIXELS", "REUSE_BUDGET_BYTES", "default_tile"]
 
@@ -281,6 +275,9 @@ class ArraySink(Protocol):
 
 
 def _channels_first(rgb: np.ndarray) -> torch.Tensor:
-    """A (3, H, W) view of (H, W, 3) samples; read-only arrays (``np.asarray`` of a PIL
-    image) are shared without a copy, since the engine only reads its input."""
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+    """A (3, H, W) view of (H, W, 3) samples. A read-only array (``np.asarray`` of a PIL
+    image) is copied: torch would warn about sharing it, and a process-wide warnings filter
+    would race with the decoder thread's own (images/quiet.py); the decoders' arrays are
+    writable and shared as they are."""
+    rgb = np.ascontiguousarray(rgb)
+    return torch.from_numpy(rgb if rgb.flags.writeable else rgb.copy()).permute(2, 0, 1)

@@ -258,16 +258,11 @@ def _mapped(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 class RowBands:
     """Finished pixels gathered into bands of whole rows, for writers that go row by row.
 
-    A subclass whose writer is done with a band by the next :meth:`write_band` sets
-    ``recycles`` and calls :meth:`_recycle` then; the next band reuses that buffer.
-
     Every tile of a grid row puts the same rows (the assembler's contract), so the first
     :meth:`put` of a band sizes it and later puts quantise straight into it; :meth:`done`
     completes the band (alpha rows added) and hands it to :meth:`write_band`. With one
     band being filled and one being written, memory is two bands, whatever the height.
     """
-
-    recycles = False
 
     def __init__(self, width: int, height: int, layout: Layout, alpha: np.ndarray | None) -> None:
         if layout.alpha and (alpha is None or alpha.shape != (height, width)):
@@ -279,17 +274,12 @@ class RowBands:
     def _reset(self) -> None:
         self._flushed = 0
         self._band: np.ndarray | None = None
-        self._buffer: np.ndarray | None = None  # what self._band is a view of
-        self._written: np.ndarray | None = None  # the buffer last handed to write_band
-        self._spare: np.ndarray | None = None  # a buffer free for the next band
 
-    def _recycle(self) -> None:
-        """The writer is done with the last band it got: the next band may reuse its buffer.
-
-        The bands then stay two buffers for the whole image, each in its own memory map
-        outside the malloc heap, instead of a fresh array per grid row wedged between the
-        network's freed blocks (which made the heap grow band after band)."""
-        self._spare, self._written = self._written, None
+    def _new_band(self, rows: int) -> np.ndarray:
+        """Samples for the next band of ``rows`` rows: a memory map of its own, outside the
+        malloc heap, where a fresh array per grid row would sit between the network's freed
+        blocks and make the heap grow band after band."""
+        return _mapped((rows, self.width, self.layout.channels), self.layout.dtype)
 
     @property
     def sample_bits(self) -> int | None:
@@ -301,10 +291,7 @@ class RowBands:
         if self._band is None:
             if top != self._flushed:
                 raise ValueError(f"rows from {top} put before rows from {self._flushed} were done")
-            buffer, self._spare = self._spare, None
-            if buffer is None or buffer.shape[0] < h:
-                buffer = _mapped((h, self.width, self.layout.channels), self.layout.dtype)
-            self._buffer, self._band = buffer, buffer[:h]
+            self._band = self._new_band(h)
         off = top - self._flushed
         if off < 0 or off + h > self._band.shape[0]:
             raise ValueError(f"rows {top}..{top + h} fall outside the band being gathered")
@@ -330,10 +317,7 @@ class RowBands:
         if self._alpha is not None:
             band[..., -1] = self._alpha[self._flushed : rows]
         self._band, self._flushed = None, rows
-        buffer, self._buffer = self._buffer, None
         self.write_band(band)
-        if self.recycles:
-            self._written = buffer
 
     def write_band(self, band: np.ndarray) -> None:
         """Write (n, width, channels) samples, the next rows of the file."""
@@ -349,8 +333,6 @@ class PngStream(RowBands):
     next band is computed. Call :meth:`close` at the end (or :meth:`abort`).
     """
 
-    recycles = True  # write_band waits for the previous band's job first
-
     def __init__(self, fp: BinaryIO, width: int, height: int, layout: Layout, *, icc: bytes | None = None,
                  exif: bytes | None = None, dpi: tuple[float, float] | None = None,
                  xmp: bytes | None = None, alpha: np.ndarray | None = None) -> None:
@@ -365,18 +347,31 @@ class PngStream(RowBands):
         self.fp.truncate()
         self._writer = _PngWriter(self.fp, self.width, self.height, self.layout, *self._meta)
         self._job: Future | None = None
+        # two band buffers for the whole image: the one being filled and the one the worker
+        # compresses; a finished job's buffer is the next band's
+        self._filling: np.ndarray | None = None
+        self._in_job: np.ndarray | None = None
+        self._spare: np.ndarray | None = None
         self._reset()
+
+    def _new_band(self, rows: int) -> np.ndarray:
+        buffer, self._spare = self._spare, None
+        if buffer is None or buffer.shape[0] < rows:
+            buffer = super()._new_band(rows)
+        self._filling = buffer
+        return buffer[:rows]
 
     def write_band(self, band: np.ndarray) -> None:
         """Compress and write ``band`` in the worker thread (after the previous band)."""
         self._wait()
+        self._in_job, self._filling = self._filling, None
         self._job = self._pool.submit(self._writer.rows, band)
 
     def _wait(self) -> None:
         if self._job is not None:
             job, self._job = self._job, None
             job.result()
-            self._recycle()
+            self._spare, self._in_job = self._in_job, None
 
     def restart(self) -> None:
         """Start the file over (the image is computed again)."""
