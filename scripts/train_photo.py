@@ -1,22 +1,27 @@
 """Background trainer behind the shipped photo models (the same `train()` call as
 `lia-upscale train --degradation photo --init ...`), logging every 100 iterations.
 
-    python scripts/train_photo.py SCALE ITERATIONS PATCH [INIT] [LR]
+    python scripts/train_photo.py SCALE ITERATIONS PATCH [INIT] [LR] [CAMERA_PROB] [TAG] [LOSS]
 
 Fine-tunes INIT (default: the official PlainUSR-S checkpoint of that scale, MIT,
 ../shared/weights/plainusr; the variant is the starting checkpoint's) on BSD200 + T91 with the photo degradation family, learning
 rate LR (default 2e-4) with cosine decay to 1e-6. Every 500 iterations it scores the
 degraded Set14 validation set of scripts/photo_valset.py and keeps a copy of the
 checkpoint as runs/photo_x{SCALE}_{ITERATION}.ckpt, so the best one by validation can be
-exported (scripts/export_photo.py). Resumes from runs/photo_x{SCALE}.ckpt.
+exported (scripts/export_photo.py). CAMERA_PROB overrides the family's share of one-pass
+camera draws; TAG names the run (runs/photo_x{SCALE}{TAG}.*), so two can run side by side; LOSS is l1 (default) or l2.
+Resumes from runs/photo_x{SCALE}{TAG}.ckpt.
 """
 import shutil
 import sys
 import time
 from pathlib import Path
 
+import dataclasses
+
 import torch
 
+import lia_upscale.tools.train as training
 from lia_upscale.models import load_model
 from lia_upscale.tools.train import TrainConfig, train
 
@@ -24,13 +29,17 @@ torch.set_num_threads(1)
 scale, iters, patch = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 init = sys.argv[4] if len(sys.argv) > 4 else f"../shared/weights/plainusr/PlainUSRS_Rep_x{scale}.pth"
 lr = float(sys.argv[5]) if len(sys.argv) > 5 else 2e-4
+if len(sys.argv) > 6 and sys.argv[6] != "-":
+    training._PHOTO = dataclasses.replace(training._PHOTO, camera_prob=float(sys.argv[6]))
+tag = sys.argv[7] if len(sys.argv) > 7 else ""
+loss = sys.argv[8] if len(sys.argv) > 8 else "l1"
 shared = Path(__file__).resolve().parents[1].parent / "shared"
 cfg = TrainConfig(variant=load_model(init).variant, scale=scale, iterations=iters, patch=patch, lr=lr, min_lr=1e-6, ema=0.999,
-                  warmup=100, eval_every=500, checkpoint_every=100, degradation="photo", init=init)
+                  warmup=100, eval_every=500, checkpoint_every=100, degradation="photo", init=init, loss=loss)
 t0 = time.time()
 Path("runs").mkdir(exist_ok=True)
-ckpt = Path(f"runs/photo_x{scale}.ckpt")
-log = open(f"runs/photo_x{scale}.log", "a")
+ckpt = Path(f"runs/photo_x{scale}{tag}.ckpt")
+log = open(f"runs/photo_x{scale}{tag}.log", "a")
 
 
 def on(st):
@@ -38,10 +47,10 @@ def on(st):
         print(f"{st.iteration} {time.time() - t0:.0f}s loss={st.loss:.4f} lr={st.lr:.2e} psnr={st.psnr}",
               file=log, flush=True)
     if st.psnr is not None:
-        shutil.copyfile(ckpt, f"runs/photo_x{scale}_{st.iteration}.ckpt")
+        shutil.copyfile(ckpt, f"runs/photo_x{scale}{tag}_{st.iteration}.ckpt")
 
 
 m = train([shared / "datasets/train/bsd200", shared / "datasets/train/t91"], ckpt,
           cfg, eval_dir=Path(f"runs/photo_val/x{scale}/set14"), on_status=on)
-torch.save(m.state_dict(), f"runs/photo_x{scale}_final.pt")
+torch.save(m.state_dict(), f"runs/photo_x{scale}{tag}_final.pt")
 print("done", time.time() - t0, file=log, flush=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
@@ -65,3 +66,31 @@ def test_matlab_bicubic_reproduces_the_benchmark_lr_files() -> None:
         inner = np.abs(ours - lr)[2:-2, 2:-2]  # the files' borders were made from uncropped images
         assert ours.shape == lr.shape
         assert inner.max() <= 2 and (inner == 0).mean() > 0.84 and inner.mean() < 0.16
+
+
+def test_the_loss_is_part_of_the_recipe_and_older_checkpoints_resume(tmp_path: Path) -> None:
+    """l1 or l2; a checkpoint written before the recipe had a loss resumes as l1 and is
+    refused as l2 (another recipe), and an unknown loss is one error."""
+    from lia_upscale.errors import LiaError
+    from lia_upscale.tools.checkpoint import load_checkpoint, save_checkpoint
+    from lia_upscale.tools.train import TrainConfig, train
+
+    rng = np.random.default_rng(1)
+    data = tmp_path / "hr"
+    data.mkdir()
+    for i in range(2):
+        Image.fromarray(_smooth(rng, 64)).save(data / f"{i}.png")
+    ckpt = tmp_path / "run.ckpt"
+    cfg = TrainConfig(variant="U", scale=2, iterations=2, batch=2, patch=16, warmup=1, checkpoint_every=1)
+    with pytest.raises(LiaError, match="unknown loss"):
+        train([data], ckpt, TrainConfig(**{**cfg.__dict__, "loss": "l3"}))
+    l2 = train([data], tmp_path / "l2.ckpt", TrainConfig(**{**cfg.__dict__, "loss": "l2"}))
+    l1 = train([data], ckpt, cfg)
+    assert not l1.state_dict()["head.weight"].equal(l2.state_dict()["head.weight"])
+    state = load_checkpoint(ckpt)
+    del state["config"]["loss"]  # as written before the field existed
+    save_checkpoint(ckpt, state)
+    again = train([data], ckpt, cfg)  # finished: the weights come back from the checkpoint
+    assert again.state_dict()["head.weight"].equal(l1.state_dict()["head.weight"])
+    with pytest.raises(LiaError, match="another recipe"):
+        train([data], ckpt, TrainConfig(**{**cfg.__dict__, "loss": "l2"}))

@@ -24,6 +24,7 @@ __all__ = ["TrainConfig", "TrainStatus", "train", "load_pairs", "benchmark_pairs
 
 #: the photo family at its published ranges (the recipe of lia-photo-x2/-x4)
 _PHOTO = PhotoDegradation()
+_LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
 
 IMAGE_SUFFIXES = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
 
@@ -51,6 +52,9 @@ class TrainConfig:
     #: decay of an exponential moving average of the weights, which is what gets scored and
     #: exported (0: off, the raw weights)
     ema: float = 0.0
+    #: "l1" (mean absolute error) or "l2" (mean squared error, what PSNR scores: where the
+    #: input leaves the answer uncertain, as under heavy noise, it aims at the mean)
+    loss: str = "l1"
 
 
 @dataclass(frozen=True)
@@ -176,7 +180,7 @@ def train(
 ) -> PlainUSR:
     """Train (or resume from ``checkpoint``) and return the trained deploy network.
 
-    L1 loss, Adam with linear warm-up and cosine decay, random crops with flips and
+    L1 loss (or L2: ``cfg.loss``), Adam with linear warm-up and cosine decay, random crops with flips and
     transposes, LR made by MATLAB-style bicubic downscaling and rounded to 8 bits, or by
     the photo degradation family (``cfg.degradation``). ``cfg.init`` fine-tunes a weight
     file or named model instead of starting as nearest-neighbour upscaling. The
@@ -188,6 +192,9 @@ def train(
     torch.manual_seed(cfg.seed)
     if cfg.degradation not in ("bicubic", "photo"):
         raise LiaError(f"unknown degradation {cfg.degradation!r} (bicubic or photo)")
+    if cfg.loss not in _LOSSES:
+        raise LiaError(f"unknown loss {cfg.loss!r} (l1 or l2)")
+    loss_fn = _LOSSES[cfg.loss]
     if cfg.init:
         from ..models import load_model
 
@@ -205,7 +212,8 @@ def train(
     start = 0
     if checkpoint.exists():
         state = load_checkpoint(checkpoint)
-        if state["config"] != asdict(cfg):
+        # a field added to the recipe since the checkpoint was written counts at its default
+        if {**asdict(TrainConfig()), **state["config"]} != asdict(cfg):
             raise LiaError(f"{checkpoint} was made with another recipe: {state['config']}")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])
@@ -229,7 +237,7 @@ def train(
         for g in opt.param_groups:
             g["lr"] = lr_now
         lr_t, hr_t = _sample_batch(pairs, areas, cfg, gen)
-        loss = F.l1_loss(model(lr_t.to(dev)), hr_t.to(dev))
+        loss = loss_fn(model(lr_t.to(dev)), hr_t.to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
