@@ -14,12 +14,13 @@ import re
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["StagedFile", "atomic_writer", "atomic_write", "remove_stale_temporaries", "STALE_AFTER_S"]
+__all__ = ["StagedFile", "atomic_writer", "atomic_write", "discard_temporaries_for", "remove_stale_temporaries",
+           "STALE_AFTER_S"]
 
 #: A temporary file of ours older than this is a leftover (no write takes that long).
 STALE_AFTER_S = 600.0
@@ -84,6 +85,7 @@ class StagedFile:
         mode = _mode_for(self.path)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=_temp_prefix(self.path.name), suffix=_SUFFIX)
         self._tmp = Path(tmp)
+        _live[self._tmp] = self.path
         try:
             self.fp: BinaryIO = os.fdopen(fd, "w+b")
             if hasattr(os, "fchmod"):
@@ -91,6 +93,7 @@ class StagedFile:
         except BaseException:
             os.close(fd)
             self._tmp.unlink(missing_ok=True)
+            _live.pop(self._tmp, None)
             raise
         self._open = True
 
@@ -107,6 +110,7 @@ class StagedFile:
             self.discard()
             raise
         self._open = False
+        _live.pop(self._tmp, None)
 
     def discard(self) -> None:
         """Close and remove the temporary file (safe to call more than once)."""
@@ -115,6 +119,30 @@ class StagedFile:
             self.fp.close()
         finally:
             self._tmp.unlink(missing_ok=True)
+            _live.pop(self._tmp, None)
+
+
+#: temporary file -> its target, for every StagedFile of this process not yet committed or
+#: discarded (dict operations are atomic under the GIL)
+_live: dict[Path, Path] = {}
+
+
+def discard_temporaries_for(targets: Iterable[Path]) -> None:
+    """Remove this process's uncommitted temporary files for these target paths.
+
+    For an interrupted batch, after its writes in flight have finished or been discarded:
+    a Ctrl-C that lands between a temporary file's creation and the moment its writer is
+    handed to someone who would discard it (a few bytecodes on the way out of a call)
+    orphans the file; this finds it. Open files of other targets are left alone.
+    """
+    wanted = {Path(t) for t in targets}
+    for tmp, target in list(_live.items()):
+        if target in wanted:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            _live.pop(tmp, None)
 
 
 @contextmanager

@@ -274,6 +274,22 @@ def test_sigint_leaves_no_partial_file_and_rerun_completes(tmp_path: Path, neare
     assert sum(d["status"] == "skipped" for d in statuses) == len(finished)
 
 
+def test_orphaned_temporaries_of_an_interrupted_batch_are_found(tmp_path: Path) -> None:
+    """A Ctrl-C between a temporary file's creation and its hand-over orphans it; the batch's
+    interrupt path removes this process's uncommitted ones for its own targets only."""
+    from lia_upscale.files import StagedFile, discard_temporaries_for
+
+    mine, other = StagedFile(tmp_path / "a.png"), StagedFile(tmp_path / "b.png")
+    mine.fp.write(b"half")
+    other.fp.write(b"whole")
+    discard_temporaries_for([tmp_path / "a.png"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other._tmp.name]
+    other.commit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.png"] and (tmp_path / "b.png").read_bytes() == b"whole"
+    discard_temporaries_for([tmp_path / "b.png"])  # committed: nothing of it is left to remove
+    assert (tmp_path / "b.png").exists()
+
+
 def test_models_command_lists_registry() -> None:
     result = CliRunner().invoke(main, ["models"])
     assert result.exit_code == 0

@@ -19,7 +19,7 @@ from .. import images
 from ..api import Finish, NetworkOutput, Upscaler
 from ..engine.threads import shared_threads
 from ..errors import LiaError
-from ..files import remove_stale_temporaries
+from ..files import discard_temporaries_for, remove_stale_temporaries
 from .plan import Job
 from .signals import interrupt_after
 
@@ -260,6 +260,8 @@ def run_jobs(
                 if p.future.cancel():
                     p.finish.discard()
             finish_writes(0)
+            # a file staged by an image whose Finish the interrupt kept from us
+            discard_temporaries_for(job.dst for job in todo)
             raise
     return outcomes
 
