@@ -56,7 +56,7 @@ class Recorder:
         self.rows_done = 0
 
 
-@pytest.mark.parametrize("size,tile", [((97, 131), 24), ((40, 200), 36), ((200, 40), 30), ((50, 50), 0)])
+@pytest.mark.parametrize("size,tile", [((97, 131), 24), ((100, 200), 36), ((200, 40), 30), ((50, 50), 0)])
 def test_assembler_puts_each_pixel_once_in_row_order_and_equals_the_full_image(size, tile):
     c = TileContract(scale=3, min_size=7, alignment=6, context=12)
     image = torch.rand(3, *size)

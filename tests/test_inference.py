@@ -91,7 +91,8 @@ def test_allocator_is_tuned_exactly_where_glibc_is() -> None:
     ("variant", "scale", "tile", "size", "reuse"),
     [
         ("base", 4, None, (1000, 1000), True),  # up to 2 MP: always
-        ("base", 4, None, (2128, 2832), False),  # a 6-MP photo: 1.16 GB of output + 6 maps of 341 MB
+        ("base", 4, None, (2128, 2832), True),  # a 6-MP photo: 12 tiles of one shape, 778 x 780
+        ("base", 4, None, (3024, 4032), False),  # a 12-MP photo: 3 grid rows of 195 MP out
         ("base", 2, 1032, (2128, 2832), False),  # 0.29 GB of output, still 2.05 GB of maps
         ("base", 2, None, (2128, 2832), True),  # base's default 744 tiles: half the maps
         ("U", 4, None, (2128, 2832), True),  # 1.16 GB of output + 6 maps of 97 MB

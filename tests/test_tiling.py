@@ -91,25 +91,14 @@ def coverage(regions: Sequence[Region], height: int, width: int) -> torch.Tensor
 @pytest.mark.parametrize("context", [0, 5, 12])
 @pytest.mark.parametrize("tile", [0, 6, 13, 32, 64, 100, 128])
 @pytest.mark.parametrize("height,width", [(7, 7), (13, 8), (61, 97), (127, 128), (130, 257)])
-def test_plan_tiles_even_exact_aligned(height, width, tile, context, alignment, min_size):
+def test_plan_tiles_exact_aligned_one_shape(height, width, tile, context, alignment, min_size):
     c = TileContract(scale=2, min_size=min_size, alignment=alignment, context=context)
     tiles = plan_tiles(height, width, tile, c)
     once = torch.ones(height, width, dtype=torch.int32)
     assert torch.equal(coverage([t.core for t in tiles], height, width), once)
-    limit = max(alignment, tile // alignment * alignment) if 0 < tile < max(height, width) else None
-    for axis, size in (("height", height), ("width", width)):
+    for axis in ("height", "width"):
         pick = (lambda k: (k.top, k.bottom)) if axis == "height" else (lambda k: (k.left, k.right))
-        cores = sorted({pick(t.core) for t in tiles})
-        lengths = [b - a for a, b in cores]
-        if tile <= 0 or tile >= size:
-            assert cores == [(0, size)]
-        else:
-            if alignment == 1:
-                assert len(cores) == math.ceil(size / tile)
-            assert max(lengths) <= limit
-            # even: no big tile plus a sliver (at most one alignment unit apart)
-            assert max(lengths) - min(lengths) <= alignment
-        assert all(a % alignment == 0 for a, _ in cores)
+        assert all(a % alignment == 0 for a, _ in {pick(t.core) for t in tiles})
     ctx = c.aligned_context
     for t in tiles:
         s, k = t.source, t.core
@@ -118,14 +107,51 @@ def test_plan_tiles_even_exact_aligned(height, width, tile, context, alignment, 
         assert s.bottom >= min(height, k.bottom + ctx) and s.right >= min(width, k.right + ctx)
         assert 0 <= s.top and s.bottom <= height and 0 <= s.left and s.right <= width
         assert s.height >= min_size and s.width >= min_size
+    # one source shape for every network call
+    assert len({(t.source.height, t.source.width) for t in tiles}) == 1
+    assert (len(tiles) == 1) == (tile <= 0 or height * width <= (tile + 2 * ctx) ** 2)
+
+
+def _square_grid_pixels(height: int, width: int, tile: int, c: TileContract) -> int:
+    """What square cores of edge ``tile`` (the plan before sources were equalised) feed the
+    network: per axis ceil(size / tile) near-equal cores, each grown by the context and
+    clipped to the image."""
+    ctx = c.aligned_context
+
+    def axis(size: int) -> int:
+        n = -(-size // tile)
+        bounds = [round(i * size / n / c.alignment) * c.alignment for i in range(n)] + [size]
+        return sum(min(size, b + ctx) - max(0, a - ctx) for a, b in zip(bounds[:-1], bounds[1:]))
+
+    return axis(height) * axis(width)
+
+
+@pytest.mark.parametrize("size", [(1500, 2000), (3024, 4032), (2128, 2832), (6048, 8064), (4000, 6000), (480, 40000)])
+@pytest.mark.parametrize("tile", [512, 744, 852, 1032])
+def test_plan_tiles_photo_sizes_one_shape_about_as_many_pixels_as_square_tiles(size, tile):
+    c = TileContract(scale=2, min_size=7, alignment=6, context=DEFAULT_CONTEXT)
+    tiles = plan_tiles(*size, tile, c)
+    shapes = {(t.source.height, t.source.width) for t in tiles}
+    assert len(shapes) == 1
+    (h, w), = shapes
+    assert h * w <= 1.02 * (tile + 2 * DEFAULT_CONTEXT) ** 2
+    # equal sources cost at most one alignment unit a side over square cores' grid
+    assert len(tiles) * h * w <= 1.015 * _square_grid_pixels(*size, tile, c)
 
 
 def test_plan_tiles_examples():
-    c = TileContract(scale=4, alignment=6, min_size=7, context=24)
-    cores = sorted({(t.core.top, t.core.bottom) for t in plan_tiles(2128, 100, 512, c)})
-    assert [b - a for a, b in cores] == [426, 426, 426, 426, 424]
-    cores = sorted({(t.core.left, t.core.right) for t in plan_tiles(7, 2128, 512, TileContract(4))})
-    assert [b - a for a, b in cores] == [425, 425, 426, 426, 426]
+    c = TileContract(scale=2, alignment=6, min_size=7, context=DEFAULT_CONTEXT)
+    # a 12-MP photo with M's CPU tile (852): 4 x 4 tiles of one shape, 828 x 1080 sources
+    # (at most 948^2 pixels), where square 852 cores made 5 x 4 of six shapes
+    tiles = plan_tiles(3024, 4032, 852, c)
+    assert {(t.source.height, t.source.width) for t in tiles} == {(828, 1080)}
+    assert (1 + max(t.row for t in tiles), 1 + max(t.col for t in tiles)) == (4, 4)
+    # the edge cores are longer by the context the border saves them
+    assert sorted({t.core.width for t in tiles if t.row == 0})[-1] - sorted({t.core.width for t in tiles})[0] >= 42
+    # a 3-MP photo: 2 x 2 tiles of 798 x 1052, nearly as large as the 12-MP photo's
+    assert {(t.source.height, t.source.width) for t in plan_tiles(1500, 2000, 852, c)} == {(798, 1052)}
+    # a narrow strip that fits the tile's area runs as one tile
+    assert len(plan_tiles(2128, 100, 512, c)) == 1
     assert len(plan_tiles(50, 40, 0, c)) == 1
     assert len(plan_tiles(50, 40, 50, c)) == 1
     with pytest.raises(ValueError):
@@ -164,11 +190,13 @@ def test_blending_is_a_cross_fade_not_a_seam():
         return nearest(1)(b, regions, full) + right
 
     c = TileContract(scale=1, context=8)
-    out = upscale(torch.zeros(1, 4, 32), fn, c, 16).image[0, 0]
+    # sources of at most (2 + 16)^2 pixels: two of 8 x 40, cores split at column 32
+    assert [t.core.left for t in plan_tiles(8, 64, 2, c)] == [0, 32]
+    out = upscale(torch.zeros(1, 8, 64), fn, c, 2).image[0, 0]
     band = c.band
-    assert torch.equal(out[: 16 - band], torch.zeros(16 - band))
-    assert torch.equal(out[16 + band :], torch.ones(16 - band))
-    ramp = out[16 - band : 16 + band]
+    assert torch.equal(out[: 32 - band], torch.zeros(32 - band))
+    assert torch.equal(out[32 + band :], torch.ones(32 - band))
+    ramp = out[32 - band : 32 + band]
     assert bool((ramp[1:] > ramp[:-1]).all()) and 0 < float(ramp[0]) and float(ramp[-1]) < 1
     assert torch.allclose(ramp + ramp.flip(0), torch.ones_like(ramp), atol=1e-6)
 
@@ -247,7 +275,8 @@ def _oom_types() -> list[type[BaseException]]:
 def test_out_of_memory_halves_the_tile_and_misses_nothing(error, alignment, min_size):
     c = TileContract(scale=2, min_size=min_size, alignment=alignment, context=6)
     image = torch.rand(3, 150, 130)
-    tile, limit = 96, (48 + 2 * 6) ** 2  # 96-pixel tiles fail, 48-pixel ones fit
+    # 96-pixel tiles fail, 48-pixel ones fit (with what aligning their cores may add)
+    tile, limit = 96, (48 + 2 * 6 + 2 * alignment) ** 2
     calls: list[list[Region]] = []
 
     def fn(b, regions, full):

@@ -25,21 +25,24 @@ __all__ = ["Engine", "ArraySink", "DEFAULT_TILE", "DEFAULT_CPU_TILE", "LARGE_IMA
 
 #: Default tile edge in input pixels on CUDA, chosen by measurement (see README, "Tiling").
 DEFAULT_TILE = 512
-#: Default tile edge on the CPU, in input pixels. Measured on base x4, one thread of an
+#: Default tile edge on the CPU, in input pixels: every source tile holds at most
+#: (1032 + 2 * 48)^2 pixels (tiling.grid_shape). Measured on base x4, one thread of an
 #: AVX-512 core: the context each tile recomputes costs up to (1 + 2 * 48 / tile)^2 in
 #: pixels (1.41x at 512, 1.19x at 1032), and 1024x1024 tiled at 512 runs at 0.76x the
 #: whole-image speed; very large tiles are slow again (a 2048x2048 image whole: 0.74x the
-#: speed of its four 1032 tiles) and memory-hungry. 1032 runs images up to 1 MP as one
-#: tile; a multiple of 6 (LIA's alignment), so that the tile is used as given.
+#: speed of its four 1032 tiles) and memory-hungry. 1032 runs images up to 1.27 MP as one
+#: tile; a multiple of 6 (LIA's alignment).
 DEFAULT_CPU_TILE = 1032
 #: On the CPU, freed memory is kept in the heap for reuse (:mod:`~lia_upscale.engine.allocator`:
 #: no page faults, 1.3-1.7x faster on a 6-MP photo) for images up to this many input
 #: pixels, and for larger ones only while their estimated peak stays within
 #: :data:`REUSE_BUDGET_BYTES`: the output accumulator (12 bytes per output pixel) plus six
 #: full-width feature maps of a tile batch (the heap holds on to a few beside the live
-#: ones). Fitted on a 2832x2128 photo, 1032 tiles, with reuse: base x4 3.48 GB, U x4 2.22 GB,
-#: S x2 1.48 GB peak RSS (without: 2.23, 2.04, 1.11 GB); the estimate overshoots for the
-#: small models and keeps base x4 (and anything bigger) without reuse, under 3 GB.
+#: ones). Fitted on a 2832x2128 photo, 1032 tiles of several shapes, with reuse: base x4
+#: 3.48 GB, U x4 2.22 GB, S x2 1.48 GB peak RSS (without: 2.23, 2.04, 1.11 GB). Since every
+#: tile of an image has one shape the heap no longer grows tile after tile: base x4 at its
+#: 744 default, the same photo, 1.58 GB with reuse and 43.7 s against 1.16 GB and 53.5 s
+#: without (one run each, loaded machine); a 12-MP photo at x4 still runs without.
 LARGE_IMAGE_PIXELS = 2_000_000
 REUSE_BUDGET_BYTES = 2 << 30
 _REUSE_MAPS = 6
@@ -144,8 +147,8 @@ class Engine:
 
         ``kept``: bytes per output pixel the caller keeps for the whole image (12: the
         float32 result of :meth:`run`; 3 or 4: 8-bit samples for JPEG/WEBP; 0 for a file
-        written band by band). Counted beside it: the decoded float32 input and its alpha
-        (16 bytes per input pixel), six feature maps of one network call (the live ones
+        written band by band). Counted beside it: the decoded input (4 bytes per input
+        pixel: 8-bit samples, or a float alpha), six feature maps of one network call (the live ones
         and those the heap holds on to when freed memory is kept for reuse), the call's
         float32 output, the float32 area of the tile being merged with its weights, the
         overlap bands, and for a streamed file three grid rows of samples (being put,
@@ -153,18 +156,20 @@ class Engine:
         """
         h, w = size
         pixels = h * w
-        s, ctx, band = self.scale, self.contract.context, self.contract.band
-        # 4 bytes an input pixel: its 8-bit samples as decoded (and a float alpha, rarely)
+        s, band = self.scale, self.contract.band
         tile = self.tile_for_size(size) if tile is None else tile
-        edge = max(h, w) if tile <= 0 else min(tile, max(h, w))
-        batch = pixels  # input pixels per network call: the whole image, or a batch of tiles
-        if tile > 0:
-            batch = min(pixels, max(self.max_batch_pixels, (tile + 2 * ctx) ** 2))
-        map_bytes = self.descriptor.feature_channels * batch * self.dtype.itemsize
-        merge = 2 * 12 * ((min(edge, h) + 2 * band) * s) * ((min(edge, w) + 2 * band) * s)
+        # every tile's source has one shape (tiling.plan_tiles); a network call takes a batch
+        # of them (or the whole image)
+        plan = tiling.plan_tiles(h, w, tile, self.contract) if min(h, w) >= self.contract.min_size else []
+        src_h, src_w = (plan[0].source.height, plan[0].source.width) if plan else (h, w)
+        cols = 1 + max((t.col for t in plan), default=0)
+        per_call = src_h * src_w * max(1, min(cols, self.max_batch_pixels // max(1, src_h * src_w)))
+        map_bytes = self.descriptor.feature_channels * per_call * self.dtype.itemsize
+        merge = 2 * 12 * ((src_h + 2 * band) * s) * ((src_w + 2 * band) * s)
         bands = 2 * 12 * (2 * band * s) * (w * s)
-        rows = 0 if kept else 3 * 4 * (min(edge, h) * s) * (w * s)
-        return int(4 * pixels + _REUSE_MAPS * map_bytes + 12 * batch * s * s + merge + bands + rows
+        rows = 0 if kept else 3 * 4 * (src_h * s) * (w * s)
+        # 4 bytes an input pixel: its 8-bit samples as decoded (and a float alpha, rarely)
+        return int(4 * pixels + _REUSE_MAPS * map_bytes + 12 * per_call * s * s + merge + bands + rows
                    + kept * pixels * s * s)
 
     def tile_for_size(self, size: tuple[int, int]) -> int:

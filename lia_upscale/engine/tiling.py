@@ -2,9 +2,10 @@
 
 The tiler knows nothing about the network. It gets a callable ``fn(batch, regions,
 full_size)`` and a :class:`TileContract` (scale, smallest accepted edge, origin alignment,
-context), splits the image into near-equal *cores* that partition it, grows each core by
-the context into a *source* tile, runs the sources through ``fn`` in batches of identical
-shape, and cross-fades the outputs into one preallocated float32 image.
+context), splits the image into *cores* that partition it, grows each core by the context
+into a *source* tile (every source of an image has one shape, at most the area of a square
+``tile`` core with its context), runs the sources through ``fn`` in batches, and
+cross-fades the outputs into one preallocated float32 image.
 
 Blending is exact by construction: along each axis a tile's weight is the difference of
 two smooth ramps centred on its core boundaries (so the weights of all tiles form a
@@ -51,6 +52,7 @@ import torch.nn.functional as F
 
 from ..errors import DeviceError
 from .assembly import Assembler, AxisBlend, FullImage, Sink
+from .grid import MIN_TILE, Region, Tile, TileContract, grid_shape, plan_tiles
 
 __all__ = [
     "DEFAULT_CONTEXT",
@@ -63,6 +65,7 @@ __all__ = [
     "TileFn",
     "TileResult",
     "TileRun",
+    "grid_shape",
     "plan_tiles",
     "upscale",
     "upscale_into",
@@ -73,97 +76,12 @@ __all__ = [
 DEFAULT_CONTEXT = 48
 #: Input pixels (summed over a batch's source tiles) the engine batches together.
 DEFAULT_MAX_BATCH_PIXELS = 1 << 20
-#: Out-of-memory shrinking stops below this tile edge (or the contract's alignment).
-MIN_TILE = 16
-
 #: ``fn(batch, regions, full_size)``: (N, C, h, w) source tiles of one shape, their
 #: :class:`Region` in whole-image input coordinates, and the whole image's (H, W);
 #: returns (N, C, h * scale, w * scale).
 TileFn = Callable[[torch.Tensor, Sequence["Region"], tuple[int, int]], torch.Tensor]
 #: ``on_tile(done, total)``: tiles finished so far and tiles in the current plan.
 ProgressFn = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class Region:
-    """A rectangle of pixels: rows ``top .. top + height``, columns ``left .. left + width``."""
-
-    top: int
-    left: int
-    height: int
-    width: int
-
-    @property
-    def bottom(self) -> int:
-        """One past the last row."""
-        return self.top + self.height
-
-    @property
-    def right(self) -> int:
-        """One past the last column."""
-        return self.left + self.width
-
-    @property
-    def area(self) -> int:
-        """Pixel count."""
-        return self.height * self.width
-
-    def scaled(self, scale: int) -> Region:
-        """The same rectangle ``scale`` times larger (input to output coordinates)."""
-        return Region(self.top * scale, self.left * scale, self.height * scale, self.width * scale)
-
-
-@dataclass(frozen=True)
-class TileContract:
-    """What a network needs from its tiles.
-
-    ``scale``: output pixels per input pixel along each axis. ``min_size``: the smallest
-    input edge it accepts (smaller images are padded, never refused). ``alignment``:
-    tile origins must be multiples of this for tiles to reproduce the whole image (6 for
-    LIA). ``context``: input pixels of surrounding image each core is given on every side
-    (rounded up to a multiple of ``alignment``; :data:`DEFAULT_CONTEXT` for PlainUSR);
-    tiles cross-fade over ``band`` = ``context // 2`` on each side of a core boundary. A
-    network whose receptive field reaches ``r`` pixels tiles exactly when
-    ``context - band >= r``.
-    """
-
-    scale: int
-    min_size: int = 1
-    alignment: int = 1
-    context: int = 0
-
-    def __post_init__(self) -> None:
-        if self.scale < 1 or self.min_size < 1 or self.alignment < 1 or self.context < 0:
-            raise ValueError(f"invalid tile contract: {self}")
-
-    @property
-    def aligned_context(self) -> int:
-        """``context`` rounded up to a multiple of ``alignment``."""
-        return -(-self.context // self.alignment) * self.alignment
-
-    @property
-    def band(self) -> int:
-        """Half-width of the cross-fade around each internal core boundary: half the
-        context, so every blended output pixel still has ``context - band`` pixels of
-        real image around it in its tile."""
-        return self.context // 2
-
-    @property
-    def min_tile(self) -> int:
-        """The smallest tile edge out-of-memory shrinking may reach."""
-        return max(MIN_TILE, self.alignment)
-
-
-@dataclass(frozen=True)
-class Tile:
-    """One tile: its ``core`` (the cores partition the image) and the ``source`` fed to the
-    network (the core grown by the context, clipped to the image, origin aligned).
-    ``row``/``col``: its place in the grid. All in input pixels."""
-
-    core: Region
-    source: Region
-    row: int
-    col: int
 
 
 @dataclass(frozen=True)
@@ -215,65 +133,6 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, _OOM_TYPES) or (
         isinstance(exc, RuntimeError) and "out of memory" in str(exc)
     )
-
-
-def _axis_cores(size: int, tile: int, alignment: int) -> list[tuple[int, int]]:
-    """Near-equal ``[start, stop)`` cores, no longer than ``tile`` (at least one unit),
-    boundaries on multiples of ``alignment``."""
-    if tile <= 0 or tile >= size:
-        return [(0, size)]
-    units = -(-size // alignment)  # the last unit may be partial
-    per_tile = max(1, tile // alignment)
-    n = -(-units // per_tile)
-    q, r = divmod(units, n)
-    cores, start = [], 0
-    for i in range(n):
-        # the extra units go to the last tiles, whose last unit may be partial
-        stop = min(size, start + (q + (i >= n - r)) * alignment)
-        cores.append((start, stop))
-        start = stop
-    return cores
-
-
-def _axis_source(start: int, stop: int, size: int, contract: TileContract) -> tuple[int, int]:
-    ctx, a = contract.aligned_context, contract.alignment
-    lo, hi = max(0, start - ctx), min(size, stop + ctx)
-    if hi - lo < contract.min_size:  # grow to the network's minimum, keeping lo aligned
-        hi = min(size, lo + contract.min_size)
-        if hi - lo < contract.min_size:
-            lo = min(lo, (size - contract.min_size) // a * a)
-    return lo, hi
-
-
-def plan_tiles(height: int, width: int, tile: int, contract: TileContract) -> list[Tile]:
-    """Split a ``height`` x ``width`` image into a grid of tiles, in row-major order.
-
-    Per axis, ``n`` near-equal cores no longer than ``tile`` (rounded down to a multiple
-    of ``contract.alignment``, at least one multiple), with boundaries on multiples of the
-    alignment; ``n`` is ``ceil(size / tile)`` when the alignment is 1. ``tile <= 0`` or a
-    tile at least as large as the image gives one tile. Each source is its core grown by
-    ``contract.aligned_context``, clipped to the image, and grown further (within the
-    image) to ``contract.min_size`` when needed; source origins are aligned. The image
-    must be at least ``contract.min_size`` on each side (:func:`upscale` pads).
-    """
-    if height < 1 or width < 1:
-        raise ValueError(f"cannot tile an empty image ({height}x{width})")
-    if min(height, width) < contract.min_size:
-        raise ValueError(f"{height}x{width} is below the minimum size {contract.min_size}")
-    rows = _axis_cores(height, tile, contract.alignment)
-    cols = _axis_cores(width, tile, contract.alignment)
-    row_src = [_axis_source(a, b, height, contract) for a, b in rows]
-    col_src = [_axis_source(a, b, width, contract) for a, b in cols]
-    return [
-        Tile(
-            core=Region(y0, x0, y1 - y0, x1 - x0),
-            source=Region(sy0, sx0, sy1 - sy0, sx1 - sx0),
-            row=r,
-            col=c,
-        )
-        for r, ((y0, y1), (sy0, sy1)) in enumerate(zip(rows, row_src))
-        for c, ((x0, x1), (sx0, sx1)) in enumerate(zip(cols, col_src))
-    ]
 
 
 def _row_batches(tiles: Sequence[Tile], max_batch_pixels: int) -> list[list[Tile]]:
