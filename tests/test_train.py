@@ -15,7 +15,9 @@ from lia_upscale.tools.bicubic import matlab_downscale_uint8
 from lia_upscale.cli import main
 from lia_upscale.models import load_model, read_header
 from lia_upscale.nn import VARIANTS, PlainUSR
-from lia_upscale.tools.train import benchmark_pairs, evaluate_psnr, init_identity
+from lia_upscale.errors import LiaError
+from lia_upscale.tools.checkpoint import load_checkpoint, save_checkpoint
+from lia_upscale.tools.train import TrainConfig, benchmark_pairs, evaluate_psnr, init_identity, train
 
 
 def _smooth(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -24,12 +26,16 @@ def _smooth(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC))
 
 
+def _training_folder(folder: Path, rng: np.random.Generator, count: int, size: int) -> Path:
+    folder.mkdir()
+    for i in range(count):
+        Image.fromarray(_smooth(rng, size)).save(folder / f"{i}.png")
+    return folder
+
+
 def test_train_exports_a_model_that_beats_its_initialisation(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    data = tmp_path / "hr"
-    data.mkdir()
-    for i in range(6):
-        Image.fromarray(_smooth(rng, 96)).save(data / f"{i}.png")
+    data = _training_folder(tmp_path / "hr", rng, 6, 96)
     val = tmp_path / "val"
     val.mkdir()
     for i in range(2):
@@ -71,15 +77,7 @@ def test_matlab_bicubic_reproduces_the_benchmark_lr_files() -> None:
 def test_the_loss_is_part_of_the_recipe_and_older_checkpoints_resume(tmp_path: Path) -> None:
     """l1 or l2; a checkpoint written before the recipe had a loss resumes as l1 and is
     refused as l2 (another recipe), and an unknown loss is one error."""
-    from lia_upscale.errors import LiaError
-    from lia_upscale.tools.checkpoint import load_checkpoint, save_checkpoint
-    from lia_upscale.tools.train import TrainConfig, train
-
-    rng = np.random.default_rng(1)
-    data = tmp_path / "hr"
-    data.mkdir()
-    for i in range(2):
-        Image.fromarray(_smooth(rng, 64)).save(data / f"{i}.png")
+    data = _training_folder(tmp_path / "hr", np.random.default_rng(1), 2, 64)
     ckpt = tmp_path / "run.ckpt"
     cfg = TrainConfig(variant="U", scale=2, iterations=2, batch=2, patch=16, warmup=1, checkpoint_every=1)
     with pytest.raises(LiaError, match="unknown loss"):
