@@ -1,10 +1,11 @@
 """PSNR-Y table for the photo models: degraded validation sets and clean benchmarks.
 
-    python scripts/photo_valset.py && python scripts/photo_quality.py [--weights-x4 F] [--weights-x2 F]
+    python scripts/photo_valset.py && python scripts/photo_quality.py [--weights-x4 F] [--weights-x2 F] [--new-only]
 
 Rows: bicubic (MATLAB-style upsampling of the LR), our clean default `lia-u-x{s}`, the
-official S, M and base checkpoints (from ../shared/weights/plainusr), the photo model's
-earlier versions and the photo model (`lia-photo-x{s}`, or the file given). Columns: the degraded Set14 and camera-crop sets of
+official S, M, base and L checkpoints (from ../shared/weights/plainusr), the photo model's
+earlier versions and the photo model (`lia-photo-x{s}`, or the file given; `--new-only`: only
+official L and that one, the other rows being deterministic and already known). Columns: the degraded Set14 and camera-crop sets of
 scripts/photo_valset.py (one fixed member of the degradation family), then clean Set5 and
 Set14. Every figure comes from `lia_upscale.tools.evaluate` (the code behind `lia-upscale eval`),
 whole image, float32, CPU.
@@ -44,6 +45,7 @@ def main() -> None:
     ap.add_argument("--scales", type=int, nargs="+", default=[4, 2])
     ap.add_argument("--weights-x4", default=None, help="photo weights to score instead of lia-photo-x4")
     ap.add_argument("--weights-x2", default=None, help="photo weights to score instead of lia-photo-x2")
+    ap.add_argument("--new-only", action="store_true", help="only the official L row and the photo model's")
     args = ap.parse_args()
     print("| model | scale | " + " | ".join(COLUMNS) + " |")
     print("|---|---|" + "---|" * len(COLUMNS))
@@ -55,10 +57,13 @@ def main() -> None:
             (f"plainusr-s-x{s} (official)", _model(weights=OFFICIAL / f"PlainUSRS_Rep_x{s}.pth")),
             (f"plainusr-m-x{s} (official)", _model(weights=OFFICIAL / f"PlainUSRM_Rep_x{s}.pth")),
             (f"plainusr-base-x{s} (official)", _model(weights=OFFICIAL / f"PlainUSR_Rep_x{s}.pth")),
+            (f"plainusr-l-x{s} (official)", _model(weights=OFFICIAL / f"PlainUSRL_Rep_x{s}.pth")),
             (f"lia-photo-x{s}@1 (version 1)", _model(model=f"lia-photo-x{s}@1")),
             (f"lia-photo-x{s}@2 (version 2)", _model(model=f"lia-photo-x{s}@2")),
             (photo or f"lia-photo-x{s}", _model(weights=photo) if photo else _model(model=f"lia-photo-x{s}")),
         ]
+        if args.new_only:
+            rows = rows[5:6] + rows[-1:]
         for name, fn in rows:
             cells = [f"{evaluate(find_pairs(f), fn, s).psnr_y:.2f}" for f in _folders(s)]
             print(f"| {name} | x{s} | " + " | ".join(cells) + " |", flush=True)
