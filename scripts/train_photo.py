@@ -8,8 +8,8 @@ Fine-tunes INIT (default: the official PlainUSR-S checkpoint of that scale, MIT,
 rate LR (default 2e-4) with cosine decay to 1e-6. Every 500 iterations it scores the
 degraded Set14 validation set of scripts/photo_valset.py and keeps a copy of the
 checkpoint as runs/photo_x{SCALE}_{ITERATION}.ckpt, so the best one by validation can be
-exported (scripts/export_photo.py). CAMERA_PROB overrides the family's share of one-pass
-camera draws; TAG names the run (runs/photo_x{SCALE}{TAG}.*), so two can run side by side; LOSS is l1 (default) or l2.
+exported (scripts/export_photo.py). CAMERA_PROB ("-": the family's 0.5) is the share of
+degraded draws that are one camera pass (TrainConfig.camera_prob); TAG names the run (runs/photo_x{SCALE}{TAG}.*), so two can run side by side; LOSS is l1 (default) or l2.
 Resumes from runs/photo_x{SCALE}{TAG}.ckpt.
 """
 import shutil
@@ -17,11 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-import dataclasses
-
 import torch
 
-import lia_upscale.tools.train as training
 from lia_upscale.models import load_model
 from lia_upscale.tools.train import TrainConfig, train
 
@@ -29,13 +26,13 @@ torch.set_num_threads(1)
 scale, iters, patch = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 init = sys.argv[4] if len(sys.argv) > 4 else f"../shared/weights/plainusr/PlainUSRS_Rep_x{scale}.pth"
 lr = float(sys.argv[5]) if len(sys.argv) > 5 else 2e-4
-if len(sys.argv) > 6 and sys.argv[6] != "-":
-    training._PHOTO = dataclasses.replace(training._PHOTO, camera_prob=float(sys.argv[6]))
+camera = float(sys.argv[6]) if len(sys.argv) > 6 and sys.argv[6] != "-" else None
 tag = sys.argv[7] if len(sys.argv) > 7 else ""
 loss = sys.argv[8] if len(sys.argv) > 8 else "l1"
 shared = Path(__file__).resolve().parents[1].parent / "shared"
 cfg = TrainConfig(variant=load_model(init).variant, scale=scale, iterations=iters, patch=patch, lr=lr, min_lr=1e-6, ema=0.999,
-                  warmup=100, eval_every=500, checkpoint_every=100, degradation="photo", init=init, loss=loss)
+                  warmup=100, eval_every=500, checkpoint_every=100, degradation="photo", init=init, loss=loss,
+                  camera_prob=camera)
 t0 = time.time()
 Path("runs").mkdir(exist_ok=True)
 ckpt = Path(f"runs/photo_x{scale}{tag}.ckpt")

@@ -92,3 +92,15 @@ def test_the_loss_is_part_of_the_recipe_and_older_checkpoints_resume(tmp_path: P
     assert again.state_dict()["head.weight"].equal(l1.state_dict()["head.weight"])
     with pytest.raises(LiaError, match="another recipe"):
         train([data], ckpt, TrainConfig(**{**cfg.__dict__, "loss": "l2"}))
+
+
+def test_the_photo_family_camera_share_is_part_of_the_recipe(tmp_path: Path) -> None:
+    """camera_prob reaches the degradation family the batches are drawn from; out of range is one error."""
+    from lia_upscale.tools.degradations import PhotoDegradation
+    from lia_upscale.tools.train import _photo_family
+
+    assert _photo_family(TrainConfig(degradation="photo")) == PhotoDegradation()
+    assert _photo_family(TrainConfig(degradation="photo", camera_prob=0.8)) == PhotoDegradation(camera_prob=0.8)
+    data = _training_folder(tmp_path / "hr", np.random.default_rng(2), 2, 64)
+    with pytest.raises(LiaError, match="camera_prob"):
+        train([data], tmp_path / "c.ckpt", TrainConfig(variant="U", scale=2, degradation="photo", camera_prob=1.5))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -25,6 +27,11 @@ __all__ = ["TrainConfig", "TrainStatus", "train", "load_pairs", "benchmark_pairs
 #: the photo family at its published ranges (the recipe of lia-photo-x2/-x4)
 _PHOTO = PhotoDegradation()
 _LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
+
+
+@functools.lru_cache(maxsize=8)
+def _photo_family(cfg: TrainConfig) -> PhotoDegradation:
+    return _PHOTO if cfg.camera_prob is None else dataclasses.replace(_PHOTO, camera_prob=cfg.camera_prob)
 
 IMAGE_SUFFIXES = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
 
@@ -55,6 +62,10 @@ class TrainConfig:
     #: "l1" (mean absolute error) or "l2" (mean squared error, what PSNR scores: where the
     #: input leaves the answer uncertain, as under heavy noise, it aims at the mean)
     loss: str = "l1"
+    #: with the photo degradation: ``PhotoDegradation.camera_prob``, the share of the
+    #: degraded draws that are one camera pass on the LR grid (the rest take the two-pass
+    #: web chain); None keeps the family's default
+    camera_prob: float | None = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +133,7 @@ def init_identity(model: PlainUSR) -> None:
 def _sample_batch(pairs, areas, cfg: TrainConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     s, p = cfg.scale, cfg.patch
     picks = torch.multinomial(areas, cfg.batch, replacement=True, generator=gen).tolist()
-    photo = _PHOTO if cfg.degradation == "photo" else None
+    photo = _photo_family(cfg) if cfg.degradation == "photo" else None
     lrs, hrs = [], []
     for i in picks:
         hr, lr = pairs[i]
@@ -195,6 +206,8 @@ def train(
     if cfg.loss not in _LOSSES:
         raise LiaError(f"unknown loss {cfg.loss!r} (l1 or l2)")
     loss_fn = _LOSSES[cfg.loss]
+    if cfg.camera_prob is not None and not 0 <= cfg.camera_prob <= 1:
+        raise LiaError(f"camera_prob must be between 0 and 1, not {cfg.camera_prob}")
     if cfg.init:
         from ..models import load_model
 
