@@ -63,5 +63,8 @@ def test_models_command_says_which_model_is_for_what() -> None:
         cells = [c.strip() for c in line.strip("│ ").split("│")]
         if cells and cells[0].startswith(("lia-", "plainusr-")):
             rows[cells[0]] = cells
-    assert rows["lia-photo-x4"][1] == "S x4 photo" and rows["lia-u-x4"][1] == "U x4 clean"
+    # the bare name labels the version it resolves to; earlier ones are pinned
+    assert rows["lia-photo-x4"][1] == "L x4 photo" and rows["lia-photo-x4@3"][1] == "base x4 photo"
+    assert rows["lia-photo-x2"][1] == "M x2 photo" and rows["lia-photo-x2@1"][1] == "S x2 photo"
+    assert rows["lia-u-x4"][1] == "U x4 clean"
     assert rows["plainusr-base-x4"][1] == "base x4 clean"

@@ -43,7 +43,8 @@ def models_cmd() -> None:
             where = "[dim]missing from this installation[/]"
         else:
             where = "[dim]not installed: lia-upscale weights install " + escape(card.name) + "[/]"
-        name = card.name if card.version == 1 else card.pinned
+        # the bare name is what resolves to this card (the latest version); others are pinned
+        name = card.name if models.get_card(card.name) == card else card.pinned
         table.add_row(escape(name), f"{card.variant} x{card.scale} {card.purpose}",
                       f"{escape(card.description)}\n[dim]licence: {escape(card.licence)}[/]\n{where}")
     Console().print(table)
