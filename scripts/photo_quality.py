@@ -4,7 +4,7 @@
 
 Rows: bicubic (MATLAB-style upsampling of the LR), our clean default `lia-u-x{s}`, the
 official S, M, base and L checkpoints (from ../shared/weights/plainusr), the photo model's
-earlier versions and the photo model (`lia-photo-x{s}`, or the file given; `--new-only`: only
+earlier versions (`@N`) and the photo model (`lia-photo-x{s}`, or the file given; `--new-only`: only
 official L and that one, the other rows being deterministic and already known). Columns: the degraded Set14 and camera-crop sets of
 scripts/photo_valset.py (one fixed member of the degradation family), then clean Set5 and
 Set14. Every figure comes from `lia_upscale.tools.evaluate` (the code behind `lia-upscale eval`),
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from lia_upscale.api import Upscaler
+from lia_upscale.models import ALL_CARDS, get_card
 from lia_upscale.tools.bicubic import matlab_resize
 from lia_upscale.tools.evaluate import evaluate, find_pairs
 
@@ -58,12 +59,12 @@ def main() -> None:
             (f"plainusr-m-x{s} (official)", _model(weights=OFFICIAL / f"PlainUSRM_Rep_x{s}.pth")),
             (f"plainusr-base-x{s} (official)", _model(weights=OFFICIAL / f"PlainUSR_Rep_x{s}.pth")),
             (f"plainusr-l-x{s} (official)", _model(weights=OFFICIAL / f"PlainUSRL_Rep_x{s}.pth")),
-            (f"lia-photo-x{s}@1 (version 1)", _model(model=f"lia-photo-x{s}@1")),
-            (f"lia-photo-x{s}@2 (version 2)", _model(model=f"lia-photo-x{s}@2")),
+            *[(f"{c.pinned} ({c.variant})", _model(model=c.pinned)) for c in ALL_CARDS
+              if c.name == f"lia-photo-x{s}" and c != get_card(c.name)],
             (photo or f"lia-photo-x{s}", _model(weights=photo) if photo else _model(model=f"lia-photo-x{s}")),
         ]
         if args.new_only:
-            rows = rows[5:6] + rows[-1:]
+            rows = [rows[5], rows[-1]]
         for name, fn in rows:
             cells = [f"{evaluate(find_pairs(f), fn, s).psnr_y:.2f}" for f in _folders(s)]
             print(f"| {name} | x{s} | " + " | ".join(cells) + " |", flush=True)
