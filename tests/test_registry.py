@@ -109,8 +109,12 @@ def test_cards() -> None:
         assert (card.name, card.variant, card.scale) == (f"lia-u-x{scale}", "U", scale)
         assert card.embedded and card.file == f"lia-u-x{scale}.safetensors" and card.sha256 is None
         photo = get_card(default_model_name(scale, "photo"))
-        assert (photo.name, photo.variant, photo.scale, photo.purpose) == (f"lia-photo-x{scale}", {2: "M", 4: "base"}[scale], scale, "photo")
-        assert photo.embedded and photo.file == f"lia-photo-x{scale}.v3.safetensors" and photo.version == 3
+        assert (photo.name, photo.variant, photo.scale, photo.purpose) == (f"lia-photo-x{scale}", {2: "M", 4: "L"}[scale], scale, "photo")
+        version = {2: 3, 4: 4}[scale]
+        assert photo.embedded and photo.file == f"lia-photo-x{scale}.v{version}.safetensors" and photo.version == version
+        if scale == 4:  # base, the x4 default before L, stays loadable by its pinned name
+            third = get_card("lia-photo-x4@3")
+            assert third.variant == "base" and third.file == "lia-photo-x4.v3.safetensors" and not third.default
         first = get_card(f"lia-photo-x{scale}@1")  # version 1 stays loadable by its pinned name
         assert first.file == f"lia-photo-x{scale}.safetensors" and first.version == 1 and not first.default
     assert card_for_file("lia-u-x2.safetensors") is None
