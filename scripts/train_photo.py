@@ -1,7 +1,7 @@
 """Background trainer behind the shipped photo models (the same `train()` call as
 `lia-upscale train --degradation photo --init ...`), logging every 100 iterations.
 
-    python scripts/train_photo.py SCALE ITERATIONS PATCH [INIT] [LR] [CAMERA_PROB] [TAG] [LOSS]
+    python scripts/train_photo.py SCALE ITERATIONS PATCH [INIT] [LR] [CAMERA_PROB] [TAG] [LOSS] [SEED]
 
 Fine-tunes INIT (default: the official PlainUSR-S checkpoint of that scale, MIT,
 ../shared/weights/plainusr; the variant is the starting checkpoint's) on BSD200 + T91 with the photo degradation family, learning
@@ -9,7 +9,8 @@ rate LR (default 2e-4) with cosine decay to 1e-6. Every 500 iterations it scores
 degraded Set14 validation set of scripts/photo_valset.py and keeps a copy of the
 checkpoint as runs/photo_x{SCALE}_{ITERATION}.ckpt, so the best one by validation can be
 exported (scripts/export_photo.py). CAMERA_PROB ("-": the family's 0.5) is the share of
-degraded draws that are one camera pass (TrainConfig.camera_prob); TAG names the run (runs/photo_x{SCALE}{TAG}.*), so two can run side by side; LOSS is l1 (default) or l2.
+degraded draws that are one camera pass (TrainConfig.camera_prob); TAG names the run (runs/photo_x{SCALE}{TAG}.*), so two can run side by side; LOSS is l1 (default) or l2; SEED (default 0) draws the patches and degradations, so a
+continuation from shipped weights sees new draws.
 Resumes from runs/photo_x{SCALE}{TAG}.ckpt.
 """
 import shutil
@@ -29,10 +30,11 @@ lr = float(sys.argv[5]) if len(sys.argv) > 5 else 2e-4
 camera = float(sys.argv[6]) if len(sys.argv) > 6 and sys.argv[6] != "-" else None
 tag = sys.argv[7] if len(sys.argv) > 7 else ""
 loss = sys.argv[8] if len(sys.argv) > 8 else "l1"
+seed = int(sys.argv[9]) if len(sys.argv) > 9 else 0
 shared = Path(__file__).resolve().parents[1].parent / "shared"
 cfg = TrainConfig(variant=load_model(init).variant, scale=scale, iterations=iters, patch=patch, lr=lr, min_lr=1e-6, ema=0.999,
                   warmup=100, eval_every=500, checkpoint_every=100, degradation="photo", init=init, loss=loss,
-                  camera_prob=camera)
+                  camera_prob=camera, seed=seed)
 t0 = time.time()
 Path("runs").mkdir(exist_ok=True)
 ckpt = Path(f"runs/photo_x{scale}{tag}.ckpt")
