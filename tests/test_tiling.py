@@ -23,6 +23,7 @@ from lia_upscale.engine.tiling import (
     Region,
     TileContract,
     plan_tiles,
+    source_shape,
     upscale,
 )
 
@@ -107,8 +108,10 @@ def test_plan_tiles_exact_aligned_one_shape(height, width, tile, context, alignm
         assert s.bottom >= min(height, k.bottom + ctx) and s.right >= min(width, k.right + ctx)
         assert 0 <= s.top and s.bottom <= height and 0 <= s.left and s.right <= width
         assert s.height >= min_size and s.width >= min_size
-    # one source shape for every network call
+    # one source shape for every network call, which source_shape gives without the list
     assert len({(t.source.height, t.source.width) for t in tiles}) == 1
+    last = tiles[-1]
+    assert source_shape(height, width, tile, c) == (last.row + 1, last.col + 1, last.source.height, last.source.width)
     assert (len(tiles) == 1) == (tile <= 0 or height * width <= (tile + 2 * ctx) ** 2)
 
 
@@ -134,6 +137,7 @@ def test_plan_tiles_photo_sizes_one_shape_about_as_many_pixels_as_square_tiles(s
     shapes = {(t.source.height, t.source.width) for t in tiles}
     assert len(shapes) == 1
     (h, w), = shapes
+    assert source_shape(*size, tile, c) == (tiles[-1].row + 1, tiles[-1].col + 1, h, w)
     assert h * w <= 1.02 * (tile + 2 * DEFAULT_CONTEXT) ** 2
     # equal sources cost at most one alignment unit a side over square cores' grid
     assert len(tiles) * h * w <= 1.015 * _square_grid_pixels(*size, tile, c)

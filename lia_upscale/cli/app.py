@@ -116,7 +116,7 @@ def engine_options(f):
     f = click.option("--tta", is_flag=True,
                      help="x8 self-ensemble (rotations and mirrors averaged): 8x the time, a little more fidelity.")(f)
     f = click.option("--tile", type=click.IntRange(min=0), default=None,
-                     help="Tile edge in input pixels (0: whole image; default: measured, see README).")(f)
+                     help="Tile edge in input pixels, at least 16 (0: whole image; default: measured, see README).")(f)
     f = click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
                      show_default=True, help="auto: fp16 on CUDA, fp32 on the CPU.")(f)
     f = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")(f)

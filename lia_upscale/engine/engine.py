@@ -76,8 +76,9 @@ class Engine:
     :func:`~lia_upscale.nn.inference.infer` (the same network, fewer memory passes). A
     batch of tiles that comes back non-finite is recomputed in float32 (``fallbacks``
     counts those, ``on_fallback`` is called the first time). ``tile`` is the tile edge in
-    input pixels (0: whole image; None: :func:`default_tile`); after an out-of-memory
-    shrink the smaller size is kept for later images.
+    input pixels (0: whole image; None: :func:`default_tile`; an edge below
+    ``contract.min_tile`` is raised to it); after an out-of-memory shrink the smaller size
+    is kept for later images.
     """
 
     def __init__(
@@ -96,9 +97,22 @@ class Engine:
             raise DeviceError(f"{desc.name or desc.architecture} does not support {dtype}")
         self.device = device
         self.dtype = dtype
-        self.tile = default_tile(device, desc.feature_channels) if tile is None else int(tile)
+        self.contract = tiling.TileContract(
+            scale=desc.scale,
+            min_size=desc.min_size,
+            alignment=desc.alignment,
+            context=desc.context,
+        )
+        chosen = tile is not None
+        if tile is None:
+            tile = default_tile(device, desc.feature_channels)
+        if tile < 0:
+            raise ValueError(f"tile must be 0 (whole image) or a positive edge, not {tile}")
+        # a tile below the smallest the out-of-memory shrink reaches only multiplies the
+        # recomputed context (each core carries its context on every side)
+        self.tile = 0 if tile == 0 else max(int(tile), self.contract.min_tile)
         # a network narrowed by default_tile still runs images of one S tile's worth whole
-        self._whole_small = tile is None and device.type == "cpu" and self.tile < DEFAULT_CPU_TILE
+        self._whole_small = not chosen and device.type == "cpu" and self.tile < DEFAULT_CPU_TILE
         self.scale = desc.scale
         # channels-last: faster float32 convolutions, and 10x faster float16 ones on the CPU
         # a copy: the caller's float32 module stays as it is (and serves the fallback)
@@ -108,12 +122,6 @@ class Engine:
         self.max_batch_pixels = tiling.DEFAULT_MAX_BATCH_PIXELS
         self.fallbacks = 0
         self._on_fallback = on_fallback
-        self.contract = tiling.TileContract(
-            scale=desc.scale,
-            min_size=desc.min_size,
-            alignment=desc.alignment,
-            context=desc.context,
-        )
 
     @property
     def network(self) -> PlainUSR:
@@ -160,9 +168,10 @@ class Engine:
         tile = self.tile_for_size(size) if tile is None else tile
         # every tile's source has one shape (tiling.plan_tiles); a network call takes a batch
         # of them (or the whole image)
-        plan = tiling.plan_tiles(h, w, tile, self.contract) if min(h, w) >= self.contract.min_size else []
-        src_h, src_w = (plan[0].source.height, plan[0].source.width) if plan else (h, w)
-        cols = 1 + max((t.col for t in plan), default=0)
+        if min(h, w) >= self.contract.min_size:
+            _, cols, src_h, src_w = tiling.source_shape(h, w, tile, self.contract)
+        else:
+            cols, src_h, src_w = 1, h, w
         per_call = src_h * src_w * max(1, min(cols, self.max_batch_pixels // max(1, src_h * src_w)))
         map_bytes = self.descriptor.feature_channels * per_call * self.dtype.itemsize
         merge = 2 * 12 * ((src_h + 2 * band) * s) * ((src_w + 2 * band) * s)
@@ -188,7 +197,7 @@ class Engine:
         while True:
             if self.working_bytes(size, kept, tile=tile) <= budget:
                 return tile
-            if tile // 2 < self.contract.min_tile:
+            if tile <= self.contract.min_tile:
                 return None
             tile = max(self.contract.min_tile, tile * 3 // 4 // self.contract.alignment * self.contract.alignment)
 

@@ -11,7 +11,7 @@ import functools
 import math
 from dataclasses import dataclass
 
-__all__ = ["MIN_TILE", "Region", "Tile", "TileContract", "grid_shape", "plan_tiles"]
+__all__ = ["MIN_TILE", "Region", "Tile", "TileContract", "grid_shape", "plan_tiles", "source_shape"]
 
 #: Out-of-memory shrinking stops below this tile edge (or the contract's alignment).
 MIN_TILE = 16
@@ -178,6 +178,15 @@ def grid_shape(height: int, width: int, tile: int, contract: TileContract) -> tu
     if best is None:  # a budget below one aligned core and its context: the smallest tiles
         return units_h, units_w
     return best[2], best[3]
+
+
+def source_shape(height: int, width: int, tile: int, contract: TileContract) -> tuple[int, int, int, int]:
+    """Rows, columns and the common source height and width of :func:`plan_tiles`'s grid,
+    without listing the tiles: sizing a tile for a memory budget asks this many times, and
+    a small tile on a large image has millions of them."""
+    rows, cols = grid_shape(height, width, tile, contract)
+    (_, (top, bottom)), (_, (left, right)) = _axis_spans(height, rows, contract)[0], _axis_spans(width, cols, contract)[0]
+    return rows, cols, bottom - top, right - left
 
 
 def plan_tiles(height: int, width: int, tile: int, contract: TileContract) -> list[Tile]:

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 
 from ..errors import DeviceError
 from .assembly import Assembler, AxisBlend, FullImage, Sink
-from .grid import MIN_TILE, Region, Tile, TileContract, grid_shape, plan_tiles
+from .grid import MIN_TILE, Region, Tile, TileContract, grid_shape, plan_tiles, source_shape
 
 __all__ = [
     "DEFAULT_CONTEXT",
@@ -67,6 +67,7 @@ __all__ = [
     "TileRun",
     "grid_shape",
     "plan_tiles",
+    "source_shape",
     "upscale",
     "upscale_into",
 ]
