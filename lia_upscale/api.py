@@ -106,7 +106,8 @@ class Upscaler:
     enlarges; ``"clean"`` is for bicubic-downscaled (synthetic, benchmark) input.
     ``device``: auto|cpu|cuda|cuda:N; ``precision``: auto|fp32|fp16|bf16 (auto: float16
     on CUDA, float32 on the CPU); ``tile``: tile edge in input pixels (None: the
-    measured default, 0: whole image). ``max_memory``: bytes an image may hold while
+    measured default, 0: whole image; at least 16, a smaller edge is raised to it; a
+    negative one is a ValueError). ``max_memory``: bytes an image may hold while
     :meth:`render` (the CLI, :meth:`upscale_file`) upscales and writes it (default:
     :func:`~lia_upscale.engine.budget.default_budget`); tiles shrink to fit it and an
     image that cannot fit fails before the network runs. ``on_warning`` receives

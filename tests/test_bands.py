@@ -424,32 +424,27 @@ def test_the_budget_shrinks_tiles_before_it_refuses():
 
 def test_sizing_a_tile_never_lists_the_tiles(monkeypatch):
     """A budget search on a 20000x20000 image steps down to the smallest tile, where the
-    plan would have 1.6 million tiles: the estimate comes from the grid's shape alone, and
-    it is the same as the listed plan gives."""
+    plan would have 1.6 million tiles: the estimate reads the grid's shape
+    (grid.source_shape), which is the listed plan's rows, columns and source shape."""
     from lia_upscale.engine import Engine, grid
     from lia_upscale.nn import VARIANTS, PlainUSR
 
     engine = Engine(PlainUSR(VARIANTS["S"].with_scale(4)).eval(), torch.device("cpu"), torch.float32)
-    small = (300, 200)
-    expected = {t: engine.working_bytes(small, 4, tile=t) for t in (16, 60, 150)}
-    plan = grid.plan_tiles(*small, 60, engine.contract)
-    assert source_shape_of(plan) == grid.source_shape(*small, 60, engine.contract)[2:]
+    for size in ((300, 200), (1000, 700), (2999, 1031)):
+        for tile in (16, 60, 150, 500):
+            plan = grid.plan_tiles(*size, tile, engine.contract)
+            (shape,) = {(t.source.height, t.source.width) for t in plan}
+            assert grid.source_shape(*size, tile, engine.contract) == (plan[-1].row + 1, plan[-1].col + 1, *shape)
 
     def listed(*_):
         raise AssertionError("working_bytes listed the tiles")
 
     monkeypatch.setattr(grid, "plan_tiles", listed)
     monkeypatch.setattr("lia_upscale.engine.tiling.plan_tiles", listed)
-    assert {t: engine.working_bytes(small, 4, tile=t) for t in expected} == expected
     huge = (20000, 20000)
     floor = engine.working_bytes(huge, 0, tile=engine.contract.min_tile)
     assert engine.tile_for(huge, 0, floor) == engine.contract.min_tile
     assert engine.tile_for(huge, 0, floor - 1) is None
-
-
-def source_shape_of(plan) -> tuple[int, int]:
-    (shape,) = {(t.source.height, t.source.width) for t in plan}
-    return shape
 
 
 def test_a_tile_below_the_smallest_is_raised_to_it_and_a_negative_one_refused():

@@ -104,8 +104,7 @@ class Engine:
             context=desc.context,
         )
         chosen = tile is not None
-        if tile is None:
-            tile = default_tile(device, desc.feature_channels)
+        tile = default_tile(device, desc.feature_channels) if tile is None else int(tile)
         if tile < 0:
             raise ValueError(f"tile must be 0 (whole image) or a positive edge, not {tile}")
         # a tile below the smallest the out-of-memory shrink reaches only multiplies the
