@@ -327,6 +327,35 @@ class Upscaler:
         size = (picture.height, picture.width)
         return self.engine.working_bytes(size, kept), int(kept * size[0] * size[1] * self.scale**2)
 
+    def decode(self, source: str | Path | bytes) -> images.Picture:
+        """Decode ``source`` (a path or the file's bytes) for upscaling, 8-bit colour kept as
+        its samples (``images.decode(..., samples=True)``).
+
+        The size in the header is checked first: an image that cannot fit :attr:`max_memory`
+        even with the smallest tiles and nothing else kept is refused (LiaError, naming the
+        numbers) before its pixels are decoded, which for a huge image would take more
+        memory than the budget. A header that cannot be read is left to the decoder to name.
+        """
+        try:
+            width, height = images.probe(io.BytesIO(source) if isinstance(source, bytes) else source)
+        except LiaError:
+            width = height = 0
+        if width and height:
+            tile = self.engine.contract.min_tile
+            # the header's size is before or after EXIF orientation: the smaller estimate
+            need = min(self.engine.working_bytes(size, 0.0, tile=tile) for size in ((height, width), (width, height)))
+            if need > self.max_memory:
+                raise self._over_budget((height, width), need)
+        return images.decode(source, samples=True)
+
+    def _over_budget(self, size: tuple[int, int], need: int) -> LiaError:
+        h, w = size
+        return LiaError(
+            f"{w}x{h} at x{self.scale} ({w * self.scale}x{h * self.scale}) needs about "
+            f"{_gb(need)} even with the smallest tiles, over the memory budget of "
+            f"{_gb(self.max_memory)} (--max-memory)"
+        )
+
     def plan_tile(self, picture: images.Picture, layout: images.Layout, streamed: bool) -> int:
         """The tile edge for writing ``picture`` with ``layout`` within :attr:`max_memory`.
 
@@ -336,13 +365,7 @@ class Upscaler:
         kept = kept_bytes(layout, streamed)
         tile = self.engine.tile_for(size, kept, self.max_memory)
         if tile is None:
-            need = self.engine.working_bytes(size, kept, tile=self.engine.contract.min_tile)
-            h, w = size
-            raise LiaError(
-                f"{w}x{h} at x{self.scale} ({w * self.scale}x{h * self.scale}) needs about "
-                f"{_gb(need)} even with the smallest tiles, over the memory budget of "
-                f"{_gb(self.max_memory)} (--max-memory)"
-            )
+            raise self._over_budget(size, self.engine.working_bytes(size, kept, tile=self.engine.contract.min_tile))
         return tile
 
     def upscale_file(
@@ -357,7 +380,7 @@ class Upscaler:
     ) -> Path:
         """Decode ``src``, upscale, and write ``dst`` atomically (format from ``fmt`` or ``dst``'s suffix)."""
         dst = Path(dst)
-        picture = images.decode(Path(src), samples=True)
+        picture = self.decode(Path(src))
         if outscale:
             result = self.upscale_picture(picture, outscale, on_tile)
             images.save(result, dst, fmt, quality, dpi_scale=result.height / picture.height)

@@ -379,6 +379,42 @@ def test_an_image_over_the_memory_budget_fails_alone_naming_the_numbers(tmp_path
     assert bad.returncode == 2 and "'lots' is not a size" in bad.stderr
 
 
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that names its size and holds no pixels: decoding it fails as truncated."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+def test_an_image_that_cannot_fit_is_refused_from_its_header_before_decoding(tmp_path):
+    """A 9000x9000 photo would take about a gigabyte to decode before the budget refused it:
+    the header's size is checked first (the header-only file would otherwise fail as truncated)."""
+    from lia_upscale import Upscaler
+    from lia_upscale.errors import ImageError, LiaError
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "huge.png").write_bytes(_png_header_only(9000, 9000))
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(tmp_path / "in" / "ok.png")
+    proc = subprocess.run([sys.executable, "-m", "lia_upscale", str(tmp_path / "in"), str(tmp_path / "out"),
+                           "--model", "lia-u-x4", "--max-memory", "200M", "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    (line,) = [ln for ln in proc.stderr.splitlines() if "huge.png" in ln]
+    assert "9000x9000 at x4 (36000x36000) needs about" in line and "(--max-memory)" in line
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ok.png"]
+    # the bytes door (object stores, stdin) too; a budget that holds it reaches the decoder
+    up = Upscaler(model="lia-u-x4", device="cpu", max_memory=200 << 20)
+    with pytest.raises(LiaError, match="needs about .* over the memory budget of 0.2 GiB"):
+        up.decode(_png_header_only(9000, 9000))
+    up.max_memory = 1 << 50
+    with pytest.raises(ImageError, match="<bytes>"):
+        up.decode(_png_header_only(200, 100))
+
+
 def test_wider_networks_get_cpu_tiles_of_the_same_feature_map_area():
     from lia_upscale.engine import DEFAULT_CPU_TILE, DEFAULT_TILE, default_tile
 

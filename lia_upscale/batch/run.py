@@ -218,12 +218,12 @@ def run_jobs(
                     if outcome is not None:
                         report(outcome)
 
-        reads = [decoder.submit(images.decode, job.src, samples=True) for job in todo[:1]]
+        reads = [decoder.submit(upscaler.decode, job.src) for job in todo[:1]]
         try:
             for i, job in enumerate(todo):
                 started = time.perf_counter()
                 if i + 1 < len(todo):
-                    reads.append(decoder.submit(images.decode, todo[i + 1].src, samples=True))
+                    reads.append(decoder.submit(upscaler.decode, todo[i + 1].src))
                 try:
                     picture = reads[i].result()
                     reads[i] = None  # type: ignore[call-overload]
@@ -300,7 +300,7 @@ def _run_lanes(
             return None
         started = time.perf_counter()
         try:
-            picture = images.decode(job.src, samples=True)
+            picture = upscaler.decode(job.src)
             h, w = picture.rgb.shape[:2]
             ev.on_start(job, h * w)
             finish = _upscale_part(upscaler, picture, job, quality, outscale, tile_counter(index))

@@ -47,7 +47,7 @@ def upscale_stream(
     ``fmt`` as for :func:`output_format`; to a stream, ``same`` is the input's format, to
     a file it is the file's suffix. Raises LiaError subclasses (ImageError, OutputError).
     """
-    picture = images.decode(source, samples=True)
+    picture = upscaler.decode(source)
     if isinstance(dest, Path) and not outscale:
         upscaler.render(picture, dest, output_format(fmt, dest), quality)()
         return

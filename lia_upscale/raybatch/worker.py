@@ -63,9 +63,9 @@ class FileUpscaler:
         if is_uri(src):
             fsys, path = filesystem(src)
             with fsys.open_input_stream(path) as fp:
-                picture = images.decode(fp.read(), samples=True)
+                picture = self.upscaler.decode(fp.read())
         else:
-            picture = images.decode(Path(src), samples=True)
+            picture = self.upscaler.decode(Path(src))
         result = self.upscaler.upscale_picture(picture, self.outscale)
         dpi_scale = result.height / picture.height
         if not is_uri(dst):
