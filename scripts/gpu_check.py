@@ -34,7 +34,8 @@ import torch
 
 from lia_upscale.api import Upscaler
 from lia_upscale.tools.bench import bench_model, largest_tile, memory_probe
-from lia_upscale.tools.measure import device_name, synthetic_image
+from lia_upscale.tools.measure import device_name, sync, synthetic_image
+
 from lia_upscale.engine import Engine
 from lia_upscale.tools.evaluate import evaluate, find_pairs
 from lia_upscale.models import load_model
@@ -142,11 +143,12 @@ def check_oom_recovery(shared: Path, device: torch.device, dry: bool) -> dict:
         torch.cuda.empty_cache()
         total = torch.cuda.get_device_properties(device).total_memory
         budget = torch.cuda.memory_allocated(device) + (1 << 30)  # 1 GiB for activations
-        torch.cuda.set_per_process_memory_fraction(budget / total, device)
+        index = device.index if device.index is not None else torch.cuda.current_device()  # torch wants one
+        torch.cuda.set_per_process_memory_fraction(budget / total, index)
         try:
             got = engine.run(image)
         finally:
-            torch.cuda.set_per_process_memory_fraction(1.0, device)
+            torch.cuda.set_per_process_memory_fraction(1.0, index)
             torch.cuda.empty_cache()
     else:  # the logic only: a batch "runs out of memory" above 150x150 input pixels
         forward = engine._forward
@@ -183,12 +185,78 @@ def check_band_path(shared: Path, device: torch.device, dry: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         up.render(picture, Path(tmp) / "out.png")()
         seconds = time.perf_counter() - t0
-        got = np.asarray(images.decode(Path(tmp) / "out.png").float_rgb())
+        limit = images.max_pixels()
+        images.set_max_pixels(max(limit, size[0] * size[1] * 16))  # the x4 output is read back whole
+        try:
+            got = np.asarray(images.decode(Path(tmp) / "out.png").float_rgb())
+        finally:
+            images.set_max_pixels(limit)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     ref = up.engine.run(picture.rgb).clamp(0, 1).permute(1, 2, 0).numpy()
     equal = bool(np.array_equal(np.rint(got * 255), np.rint(ref * 255)))
     return {"ok": equal, "input": list(size), "seconds": seconds, "device_peak_gib": peak,
             "pixels_equal_float_path": equal}
+
+
+def check_doors(shared: Path, device: torch.device, dry: bool, out_dir: Path) -> dict:
+    """A camera JPEG as a user runs it, to a JPEG (quality 95): ``Upscaler.upscale_file``
+    (decode, tiles, encode; float16 on CUDA) against the plain script a user would write with
+    the same weights (Pillow decode, the upstream network in float32 on the whole image,
+    quantised on the device, copied back, Pillow encode). Times the Upscaler's phases and
+    writes a torch profile of one run (profile.txt)."""
+    import tempfile
+
+    from PIL import Image
+    from torch.profiler import ProfilerActivity, profile
+
+    from lia_upscale.tools.upstream import upstream_from_state_dict
+
+    weights = shared / "weights" / "plainusr" / ("PlainUSR_Rep_x4.pth" if not dry else "PlainUSRU_Rep_x4.pth")
+    photo = sorted((shared / "datasets" / "large").rglob("*.JPG"))[0]
+    up = Upscaler(weights=weights, device=str(device))
+    naive = upstream_from_state_dict(load_model(weights).module.state_dict()).to(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = photo
+        if dry:
+            src = Path(tmp) / "small.jpg"
+            Image.open(photo).crop((0, 0, 120, 90)).save(src, quality=95)
+
+        def plain(dst: Path) -> None:
+            rgb = np.array(Image.open(src).convert("RGB"))
+            x = torch.from_numpy(rgb).to(device).permute(2, 0, 1)[None].float().div(255)
+            with torch.inference_mode():
+                y = naive(x)[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+            Image.fromarray(y).save(dst, quality=95)
+
+        def ours(dst: Path) -> None:
+            up.upscale_file(src, dst, quality=95)
+
+        times: dict[str, float] = {}
+        for name, fn in (("plain", plain), ("ours", ours)):
+            fn(Path(tmp) / f"warm-{name}.jpg")
+            sync(device)
+            t0 = time.perf_counter()
+            fn(Path(tmp) / f"{name}.jpg")
+            sync(device)
+            times[name] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        picture = up.decode(src)
+        times["ours_decode"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        up.render(picture, Path(tmp) / "render.jpg", quality=95)()
+        sync(device)
+        times["ours_upscale_and_encode"] = time.perf_counter() - t0
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            ours(Path(tmp) / "profiled.jpg")
+            sync(device)
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30)
+        if device.type == "cuda":
+            table += "\n" + prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=15)
+        (out_dir / "profile.txt").write_text(table)
+        width, height = Image.open(src).size
+    return {"ok": True, "photo": src.name, "input": [width, height], "timings": times,
+            "ours_over_plain": times["ours"] / times["plain"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,8 +267,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="The reference data folder (weights/plainusr, datasets/benchmark).")
     parser.add_argument("--dry-run", action="store_true", help="Tiny sizes and models: test the logic.")
     parser.add_argument("--repeats", type=int, default=2, help="Timed runs per case (default 2).")
+    parser.add_argument("--only", default="", help="Comma-separated checks to run (default: all).")
     args = parser.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    # float32 means float32 here: with TF32 convolutions (torch's cuDNN default) two float32
+    # forwards of the same weights differ by up to 1.6/255, as much as float16 does
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
     if device.type != "cuda" and not args.dry_run:
         parser.error("no CUDA device: run with --dry-run to check the logic on the CPU")
     report: dict = {
@@ -215,7 +288,13 @@ def main(argv: list[str] | None = None) -> int:
         "largest_tile": lambda: check_largest_tile(args.shared, device, args.dry_run),
         "oom_recovery": lambda: check_oom_recovery(args.shared, device, args.dry_run),
         "band_path": lambda: check_band_path(args.shared, device, args.dry_run),
+        "doors": lambda: check_doors(args.shared, device, args.dry_run, args.out_dir),
     }
+    if args.only:
+        checks = {name: checks[name] for name in args.only.split(",")}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", report["device_name"]).strip("-").lower()
+    path = args.out_dir / f"gpu_check-{slug}.json"
     started = time.perf_counter()
     for name, check in checks.items():
         t0 = time.perf_counter()
@@ -226,33 +305,45 @@ def main(argv: list[str] | None = None) -> int:
         result["seconds"] = time.perf_counter() - t0
         report["checks"][name] = result
         print(f"[{'ok' if result['ok'] else 'FAIL'}] {name} ({result['seconds']:.0f}s)", flush=True)
-    report["seconds"] = time.perf_counter() - started
-    report["ok"] = all(c["ok"] for c in report["checks"].values())
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", report["device_name"]).strip("-").lower()
-    path = args.out_dir / f"gpu_check-{slug}.json"
-    path.write_text(json.dumps(report, indent=1))
+        report["seconds"] = time.perf_counter() - started
+        report["ok"] = all(c["ok"] for c in report["checks"].values())
+        # rewritten after every check, so a run cut short still leaves what it measured
+        path.write_text(json.dumps(report, indent=1, default=_plain))
     _summary(report)
     print(f"wrote {path}")
     return 0 if report["ok"] else 1
 
 
+def _plain(value):
+    """numpy scalars (np.bool_, np.float32, ...) as the Python values JSON knows."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def _summary(report: dict) -> None:
     print(f"{report['device_name']} ({report['device']}), torch {report['torch']}, {report['seconds']:.0f}s")
     checks = report["checks"]
-    for row in checks["fp16_set14"].get("checkpoints", []):
+    for row in checks.get("fp16_set14", {}).get("checkpoints", []):
         print(f"  {row['file']:<22} Set14 fp32 {row['psnr_fp32']:.3f}  fp16 {row['psnr_fp16']:.3f}  "
               f"delta {row['delta_db']:+.3f} dB  fallbacks {row['fallbacks_fp16']}  {'ok' if row['ok'] else 'FAIL'}")
-    for r in checks["throughput"].get("results", []):
+    for r in checks.get("throughput", {}).get("results", []):
         mp = r["output_mp_s"]
         print(f"  {r['model']:<22} {r['size'][0]}x{r['size'][1]} {r['precision']}: naive {mp.get('naive', 0):.1f}"
               f"  whole {mp.get('whole', 0):.1f}  tiled({r['tile']}) {mp.get('tiled', 0):.1f} MP/s out")
-    for r in checks["largest_tile"].get("results", []):
+    for r in checks.get("largest_tile", {}).get("results", []):
         print(f"  largest tile {r['model']} {r['precision']}: {r['tile']} px")
-    oom = checks["oom_recovery"]
+    oom = checks.get("oom_recovery", {})
     if "tile_after" in oom:
         print(f"  out of memory: tile 0 -> {oom['tile_after']}, max diff {oom['max_abs_diff'] * 255:.2f}/255, "
               f"PSNR {oom['psnr_db']:.1f} dB")
+    band = checks.get("band_path", {})
+    if "seconds" in band and "error" not in band:
+        print(f"  band path: {band['input'][1]}x{band['input'][0]} in {band['seconds']:.1f}s, "
+              f"pixels equal the float path: {band['pixels_equal_float_path']}")
+    doors = checks.get("doors", {})
+    if "timings" in doors:
+        print("  camera JPEG to JPEG: " + ", ".join(f"{k} {v:.2f}s" for k, v in doors["timings"].items()))
     for name, c in checks.items():
         if "error" in c:
             print(f"  {name}: {c['error']}")

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 from torch import nn
 
-from conftest import BENCHMARK, OFFICIAL, need, official_files
+from conftest import BENCHMARK, LARGE, OFFICIAL, need, official_files
 from lia_upscale.tools.bench import largest_tile, run_bench
 from lia_upscale.tools.measure import macs_per_pixel, synthetic_image
 from lia_upscale.tools.pipeline import pipeline_check
@@ -310,3 +310,23 @@ def test_tile_search_caps_probes_by_elements_and_counts_any_allocation_failure()
     for message, expected in [("CUDA error: CUBLAS_STATUS_ALLOC_FAILED", True),
                               ("Tried to allocate 2.00 GiB", True), ("shape mismatch", False)]:
         assert tilesearch._out_of_memory(RuntimeError(message)) is expected
+
+
+def test_the_gpu_check_runs_its_logic_on_the_cpu_and_writes_plain_json(tmp_path):
+    """scripts/gpu_check.py --dry-run: every check (tiny sizes, CPU) passes and the report is
+    JSON (a numpy bool once made it crash after a whole GPU run)."""
+    import subprocess
+    import sys
+
+    need(OFFICIAL)
+    need(LARGE)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path), "--dry-run", "--shared", str(OFFICIAL.parents[1])],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (report_file,) = tmp_path.glob("gpu_check-*.json")
+    report = json.loads(report_file.read_text())
+    assert set(report["checks"]) == {"fp16_set14", "throughput", "largest_tile", "oom_recovery", "band_path", "doors"}
+    assert all(check["ok"] for check in report["checks"].values())
+    assert report["checks"]["band_path"]["pixels_equal_float_path"] is True
+    assert (tmp_path / "profile.txt").read_text().strip()

@@ -8,7 +8,8 @@ Cases, for one model, input size, precision and CPU thread count:
 
 - ``naive``: the baseline, :class:`~lia_upscale.tools.upstream.UpstreamPlainUSR` (a
   minimal port of the authors' deploy network, same weights) called as ``model(x)`` on
-  the whole image, float32, contiguous NCHW, under ``torch.inference_mode``;
+  the whole image, float32, contiguous NCHW, under ``torch.inference_mode``, its output
+  copied to the host as the engine's is (a no-op on the CPU);
 - ``whole``: :class:`~lia_upscale.engine.Engine` with ``tile=0`` (our whole-image path);
 - ``tiled``: the Engine with its default tile for the device.
 
@@ -83,8 +84,8 @@ def _make_cases(
             x = image[None].to(device).contiguous()
 
             def run_naive(naive: nn.Module = naive, x: torch.Tensor = x) -> torch.Tensor:
-                with torch.inference_mode():
-                    return naive(x)[0]
+                with torch.inference_mode():  # on the host, like the engine's result
+                    return naive(x)[0].cpu()
 
             out.append(_Case(name, run_naive, 0, []))
         else:
