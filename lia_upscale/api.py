@@ -110,7 +110,9 @@ class Upscaler:
     negative one is a ValueError). ``max_memory``: bytes an image may hold while
     :meth:`render` (the CLI, :meth:`upscale_file`) upscales and writes it (default:
     :func:`~lia_upscale.engine.budget.default_budget`); tiles shrink to fit it and an
-    image that cannot fit fails before the network runs. ``on_warning`` receives
+    image that cannot fit fails before the network runs, from its header where it is
+    decoded through :meth:`decode` (every door, ``outscale`` and the Ray worker too,
+    though those hold the whole float image and are not tiled to the budget). ``on_warning`` receives
     one-line notices (e.g. a float32 fallback, third-party weights) instead of anything
     being printed. ``tta``: the x8 self-ensemble (:mod:`~lia_upscale.engine.tta`; eight
     times the work, a little more fidelity). ``threads``: CPU threads for torch (None:
@@ -331,41 +333,38 @@ class Upscaler:
         """Decode ``source`` (a path or the file's bytes) for upscaling, 8-bit colour kept as
         its samples (``images.decode(..., samples=True)``).
 
-        The size in the header is checked first: an image that cannot fit :attr:`max_memory`
-        even with the smallest tiles and nothing else kept is refused (LiaError, naming the
-        numbers) before its pixels are decoded, which for a huge image would take more
-        memory than the budget. A header that cannot be read is left to the decoder to name.
+        The size in the header is checked first: an image that no tile lets fit
+        :attr:`max_memory`, for any output format, is refused (LiaError, naming the numbers)
+        before its pixels are decoded, which for a huge image would take more memory than the
+        budget. A header that cannot be read is left to the decoder to name.
         """
-        try:
-            width, height = images.probe(io.BytesIO(source) if isinstance(source, bytes) else source)
-        except LiaError:
-            width = height = 0
-        if width and height:
-            tile = self.engine.contract.min_tile
-            # the header's size is before or after EXIF orientation: the smaller estimate
-            need = min(self.engine.working_bytes(size, 0.0, tile=tile) for size in ((height, width), (width, height)))
-            if need > self.max_memory:
-                raise self._over_budget((height, width), need)
+        size = images.header_size(source)
+        if size[0] and size[1]:
+            # the least an output holds until written: nothing beyond bands (streamed) or
+            # gray samples with Pillow's copy (2 bytes a pixel); see kept_bytes
+            least = [k for k in (0.0, 2.0) if self.engine.tile_for(size, k, self.max_memory) is None]
+            if len(least) == 2:
+                raise self._over_budget(size, min(self.engine.least_bytes(size, k) for k in least))
         return images.decode(source, samples=True)
 
     def _over_budget(self, size: tuple[int, int], need: int) -> LiaError:
         h, w = size
         return LiaError(
             f"{w}x{h} at x{self.scale} ({w * self.scale}x{h * self.scale}) needs about "
-            f"{_gb(need)} even with the smallest tiles, over the memory budget of "
+            f"{_gb(need)} at the least (any tile size), over the memory budget of "
             f"{_gb(self.max_memory)} (--max-memory)"
         )
 
     def plan_tile(self, picture: images.Picture, layout: images.Layout, streamed: bool) -> int:
         """The tile edge for writing ``picture`` with ``layout`` within :attr:`max_memory`.
 
-        Raises LiaError, naming the numbers, when even the smallest tile does not fit.
+        Raises LiaError, naming the numbers, when no tile fits.
         """
         size = (picture.height, picture.width)
         kept = kept_bytes(layout, streamed)
         tile = self.engine.tile_for(size, kept, self.max_memory)
         if tile is None:
-            raise self._over_budget(size, self.engine.working_bytes(size, kept, tile=self.engine.contract.min_tile))
+            raise self._over_budget(size, self.engine.least_bytes(size, kept))
         return tile
 
     def upscale_file(

@@ -415,6 +415,37 @@ def test_an_image_that_cannot_fit_is_refused_from_its_header_before_decoding(tmp
         up.decode(_png_header_only(200, 100))
 
 
+def test_the_header_check_refuses_only_what_no_tile_fits(tmp_path):
+    """Tiny tiles batch many overlapping sources into one call, so the least memory is not at
+    the smallest tile: a 500x500 PNG fits a budget below what the 16-px tile needs. Through
+    the CLI it is written at exactly its least need, and refused one byte below it (from the
+    header, with the least need in the message); a bytearray is a source like bytes."""
+    from lia_upscale import Upscaler
+
+    up = Upscaler(model="lia-u-x4", device="cpu")
+    size = (500, 500)
+    least = up.engine.least_bytes(size, 0.0)  # PNG is written band by band: nothing kept
+    assert up.engine.working_bytes(size, 0.0, tile=up.engine.contract.min_tile) > least  # the case that matters
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", size, (90, 120, 150)).save(tmp_path / "in" / "a.png")
+
+    def cli(budget: int) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lia_upscale", str(tmp_path / "in"), str(tmp_path / f"out{budget}"),
+                               "--model", "lia-u-x4", "--max-memory", str(budget), "--quiet"],
+                              capture_output=True, text=True, timeout=600)
+
+    fits = cli(least)
+    assert fits.returncode == 0, fits.stderr
+    assert Image.open(tmp_path / f"out{least}" / "a.png").size == (2000, 2000)
+    refused = cli(least - 1)
+    assert refused.returncode == 1
+    assert f"needs about {least / 2**30:.1f} GiB at the least" in refused.stderr
+    assert not list((tmp_path / f"out{least - 1}").glob("*.png"))
+    data = (tmp_path / "in" / "a.png").read_bytes()
+    up.max_memory = least
+    assert up.decode(bytearray(data)).width == up.decode(memoryview(data)).width == 500
+
+
 def test_wider_networks_get_cpu_tiles_of_the_same_feature_map_area():
     from lia_upscale.engine import DEFAULT_CPU_TILE, DEFAULT_TILE, default_tile
 

@@ -138,15 +138,6 @@ def image_lanes(upscaler: Upscaler, sizes: Iterable[tuple[int, int]]) -> int:
     return upscaler.engine.concurrent_images(sizes)
 
 
-def _probed(job: Job) -> tuple[int, int]:
-    """(H, W) from the file's header; (0, 0) if unreadable (its decode will fail and say why)."""
-    try:
-        width, height = images.probe(job.src)
-    except LiaError:
-        return 0, 0
-    return height, width
-
-
 def run_jobs(
     jobs: Sequence[Job],
     upscaler: Upscaler,
@@ -192,7 +183,7 @@ def run_jobs(
     for folder in sorted({job.dst.parent for job in todo}):
         remove_stale_temporaries(folder)  # left by a run killed outright; a live run's are young
     if lanes is None:
-        lanes = image_lanes(upscaler, (_probed(job) for job in todo))  # headers read only on a CPU
+        lanes = image_lanes(upscaler, (images.header_size(job.src) for job in todo))  # headers read only on a CPU
     if lanes > 1 and len(todo) > 1:
         _run_lanes(todo, upscaler, lanes, quality, outscale, ev, report)
         return outcomes

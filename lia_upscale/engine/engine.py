@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -189,16 +189,26 @@ class Engine:
             return 0
         return self.tile
 
-    def tile_for(self, size: tuple[int, int], kept: float, budget: int) -> int | None:
-        """The largest tile edge, at most :meth:`tile_for_size`'s, whose :meth:`working_bytes`
-        fit ``budget``; None when even the smallest tile does not."""
+    def _tile_steps(self, size: tuple[int, int]) -> Iterator[int]:
+        """The tile edges a budget search tries, largest first: :meth:`tile_for_size`'s (or the
+        whole image), three quarters of the last each time, down to the contract's smallest."""
         tile = self.tile_for_size(size) or max(size)
         while True:
-            if self.working_bytes(size, kept, tile=tile) <= budget:
-                return tile
+            yield tile
             if tile <= self.contract.min_tile:
-                return None
+                return
             tile = max(self.contract.min_tile, tile * 3 // 4 // self.contract.alignment * self.contract.alignment)
+
+    def tile_for(self, size: tuple[int, int], kept: float, budget: int) -> int | None:
+        """The largest tile edge, at most :meth:`tile_for_size`'s, whose :meth:`working_bytes`
+        fit ``budget``; None when no tile does."""
+        return next((t for t in self._tile_steps(size) if self.working_bytes(size, kept, tile=t) <= budget), None)
+
+    def least_bytes(self, size: tuple[int, int], kept: float) -> int:
+        """The smallest :meth:`working_bytes` over the tiles :meth:`tile_for` tries: what an
+        (H, W) image needs at the least. Not always at the smallest tile: tiny tiles batch
+        many overlapping sources into one network call."""
+        return min(self.working_bytes(size, kept, tile=t) for t in self._tile_steps(size))
 
     def _reuse_memory(self, size: tuple[int, int]) -> bool:
         """Whether this image runs with freed memory kept for reuse (see :data:`LARGE_IMAGE_PIXELS`)."""

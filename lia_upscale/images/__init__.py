@@ -9,7 +9,7 @@ optional ``heif`` extra (pillow-heif), AVIF a Pillow with AVIF: :func:`missing_s
 
 from __future__ import annotations
 
-from .decoder import MAX_PIXELS, decode, from_pil, max_pixels, probe, set_max_pixels
+from .decoder import MAX_PIXELS, decode, from_pil, header_size, max_pixels, probe, set_max_pixels
 from .encoder import (
     STREAMED_FORMATS,
     check_output,
@@ -50,6 +50,7 @@ __all__ = [
     "encode",
     "format_for_suffix",
     "missing_support",
+    "header_size",
     "probe",
     "save",
     "save_samples",

@@ -54,7 +54,7 @@ from .quiet import quietly
 from .tiffread import read_tiff16, tiff_ifd0, tiff_is_16bit_color, tiff_resolution
 from .xmp import as_xmp, png_xmp
 
-__all__ = ["MAX_PIXELS", "decode", "probe", "from_pil", "set_max_pixels", "max_pixels"]
+__all__ = ["MAX_PIXELS", "decode", "header_size", "probe", "from_pil", "set_max_pixels", "max_pixels"]
 
 #: Largest input, in pixels, that any decoder here will expand (Pillow's own default
 #: warning threshold, about 89.5 MP). Read at call time, so a caller may lower it.
@@ -186,6 +186,16 @@ def from_pil(image: Image.Image) -> Picture | None:
         kind = "rgba" if kind == "rgb" else "gray_alpha"
     return Picture(rgb=rgb, alpha=alpha, bit_depth=bit_depth, kind=kind, format="PNG", icc=icc,
                    exif=_exif_bytes(exif), dpi=_dpi(image.info.get("dpi")), xmp=as_xmp(image.info.get("xmp")))
+
+
+def header_size(source: str | Path | bytes | bytearray | memoryview) -> tuple[int, int]:
+    """(height, width) after EXIF orientation from the header of a file or its bytes; (0, 0)
+    when the header cannot be read, so that the decode fails and says why."""
+    try:
+        width, height = probe(io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source)
+    except ImageError:
+        return 0, 0
+    return height, width
 
 
 def probe(source: str | Path | BinaryIO) -> tuple[int, int]:
