@@ -319,6 +319,7 @@ def test_the_gpu_check_runs_its_logic_on_the_cpu_and_writes_plain_json(tmp_path)
     import sys
 
     need(OFFICIAL)
+    need(BENCHMARK)
     need(LARGE)
     script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
     proc = subprocess.run([sys.executable, str(script), str(tmp_path), "--dry-run", "--shared", str(OFFICIAL.parents[1])],
@@ -329,4 +330,5 @@ def test_the_gpu_check_runs_its_logic_on_the_cpu_and_writes_plain_json(tmp_path)
     assert set(report["checks"]) == {"fp16_set14", "throughput", "largest_tile", "oom_recovery", "band_path", "doors"}
     assert all(check["ok"] for check in report["checks"].values())
     assert report["checks"]["band_path"]["pixels_equal_float_path"] is True
+    assert report["checks"]["doors"]["psnr_ours_vs_plain_db"] >= 40
     assert (tmp_path / "profile.txt").read_text().strip()
