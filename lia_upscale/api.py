@@ -342,9 +342,9 @@ class Upscaler:
         if size[0] and size[1]:
             # the least an output holds until written: nothing beyond bands (streamed) or
             # gray samples with Pillow's copy (2 bytes a pixel); see kept_bytes
-            least = [k for k in (0.0, 2.0) if self.engine.tile_for(size, k, self.max_memory) is None]
-            if len(least) == 2:
-                raise self._over_budget(size, min(self.engine.least_bytes(size, k) for k in least))
+            need = min(self.engine.least_bytes(size, kept) for kept in (0.0, 2.0))
+            if need > self.max_memory:  # then tile_for finds no tile for any format
+                raise self._over_budget(size, need)
         return images.decode(source, samples=True)
 
     def _over_budget(self, size: tuple[int, int], need: int) -> LiaError:
