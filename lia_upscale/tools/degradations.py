@@ -12,7 +12,10 @@ Poisson, colour or gray), JPEG. A second pass of the same kinds follows with a p
 working near the low-resolution grid (half the time exactly on it, as the noise and JPEG
 blocks of a photo file are), then a final resize to the exact low-resolution size.
 Half of the degraded recipes are instead one pass that is a camera file: lens blur, the
-LR grid, sensor noise and JPEG on that grid. Some recipes are plain bicubic downscaling or
+LR grid, sensor noise and JPEG on that grid. A share of those camera passes
+(``phone_prob``) is a phone's pipeline: after the sensor noise, edge-preserving noise
+reduction strong enough to smear fine texture into blotches, then unsharp-mask sharpening
+with its halos, then the JPEG. Some recipes are plain bicubic downscaling or
 only lightly degraded, so that good photos are not smeared.
 """
 
@@ -33,6 +36,8 @@ __all__ = [
     "Resize",
     "Noise",
     "Jpeg",
+    "Denoise",
+    "Sharpen",
     "Recipe",
     "PhotoDegradation",
     "apply",
@@ -86,8 +91,27 @@ class Jpeg:
     quality: int
 
 
+@dataclass(frozen=True)
+class Denoise:
+    """A phone's noise reduction: ``passes`` rounds of a bilateral filter, Gaussian in space
+    (``sigma_space`` pixels) and in colour distance (``sigma_range`` on the 0-1 scale). Flat
+    areas and fine texture below ``sigma_range`` merge into smooth patches; edges stay."""
+
+    sigma_space: float
+    sigma_range: float
+    passes: int = 1
+
+
+@dataclass(frozen=True)
+class Sharpen:
+    """Unsharp masking: ``x + amount * (x - gaussian(x, sigma))``, with the halos it leaves."""
+
+    sigma: float
+    amount: float
+
+
 #: One concrete degradation: operations in order; the final resize to the LR size is implied.
-Recipe = tuple[Blur | Resize | Noise | Jpeg, ...]
+Recipe = tuple[Blur | Resize | Noise | Denoise | Sharpen | Jpeg, ...]
 
 
 def blur_kernel(op: Blur) -> np.ndarray:
@@ -127,6 +151,15 @@ class PhotoDegradation:
     camera_gaussian_sigma: tuple[float, float] = (1.0, 12.0)
     camera_poisson_level: tuple[float, float] = (0.05, 1.5)
     camera_jpeg_quality: tuple[int, int] = (50, 95)
+    # the share of camera passes that are a phone's pipeline (noise reduction, then
+    # sharpening, before the JPEG); 0 draws exactly the family of the earlier versions
+    phone_prob: float = 0.0
+    phone_space_sigma: tuple[float, float] = (0.8, 2.5)
+    phone_range_sigma: tuple[float, float] = (0.04, 0.16)
+    phone_passes: tuple[int, int] = (1, 3)
+    phone_sharpen_prob: float = 0.8
+    phone_sharpen_sigma: tuple[float, float] = (0.6, 2.0)
+    phone_sharpen_amount: tuple[float, float] = (0.3, 1.5)
     blur_prob: float = 0.8
     kernel_sizes: tuple[int, ...] = (7, 9, 11, 13, 15, 17, 19, 21)
     blur_sigma: tuple[float, float] = (0.2, 2.4)
@@ -182,16 +215,28 @@ class PhotoDegradation:
         return Noise("poisson", float(rng.uniform(*poisson)), gray)
 
     def _camera(self, rng: np.random.Generator) -> Recipe:
-        ops: list[Blur | Resize | Noise | Jpeg] = []
+        ops: list[Blur | Resize | Noise | Denoise | Sharpen | Jpeg] = []
         if rng.uniform() < self.blur_prob:
             ops.append(self._blur(rng, self.camera_blur_sigma))
         ops.append(Resize(str(rng.choice(RESIZE_MODES)), 1.0, "lr"))
         if rng.uniform() < self.noise_prob:
             ops.append(self._noise(rng, self.camera_gaussian_sigma, self.camera_poisson_level))
+        if self.phone_prob and rng.uniform() < self.phone_prob:
+            ops.extend(self._phone(rng))
         if rng.uniform() < self.jpeg_prob:
             q = self.camera_jpeg_quality
             ops.append(Jpeg(int(rng.integers(q[0], q[1] + 1))))
         return tuple(ops)
+
+    def _phone(self, rng: np.random.Generator) -> list[Denoise | Sharpen]:
+        lo, hi = self.phone_passes
+        ops: list[Denoise | Sharpen] = [Denoise(float(rng.uniform(*self.phone_space_sigma)),
+                                                _loguniform(rng, *self.phone_range_sigma),
+                                                int(rng.integers(lo, hi + 1)))]
+        if rng.uniform() < self.phone_sharpen_prob:
+            ops.append(Sharpen(float(rng.uniform(*self.phone_sharpen_sigma)),
+                               float(rng.uniform(*self.phone_sharpen_amount))))
+        return ops
 
     def sample(self, rng: np.random.Generator) -> Recipe:
         """Draw one recipe from the ranges."""
@@ -199,7 +244,7 @@ class PhotoDegradation:
             return ()
         if rng.uniform() < self.camera_prob:
             return self._camera(rng)
-        ops: list[Blur | Resize | Noise | Jpeg] = []
+        ops: list[Blur | Resize | Noise | Denoise | Sharpen | Jpeg] = []
         if rng.uniform() < self.blur_prob:
             ops.append(self._blur(rng, self.blur_sigma))
         pick = rng.uniform()
@@ -295,6 +340,28 @@ def _noise_apply(x: torch.Tensor, op: Noise, rng: np.random.Generator) -> torch.
     return (x + noise).clamp(0, 1).mul(255).round().div(255)
 
 
+def _denoise_apply(x: torch.Tensor, op: Denoise) -> torch.Tensor:
+    r = max(1, math.ceil(2 * op.sigma_space))
+    k = 2 * r + 1
+    h, w = x.shape[-2:]
+    yy, xx = torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="ij")
+    spatial = torch.exp(-(yy**2 + xx**2).to(x.dtype) / (2 * op.sigma_space**2)).reshape(1, 1, k * k, 1)
+    for _ in range(op.passes):
+        pad = F.pad(x, (r, r, r, r), mode="reflect" if min(h, w) > r else "replicate")
+        win = F.unfold(pad, k).reshape(1, 3, k * k, h * w)
+        centre = x.reshape(1, 3, 1, h * w)
+        dist = (win - centre).pow(2).sum(1, keepdim=True)
+        weight = spatial * torch.exp(-dist / (2 * op.sigma_range**2))
+        x = ((win * weight).sum(2) / weight.sum(2)).reshape(1, 3, h, w)
+    return x.clamp(0, 1).mul(255).round().div(255)
+
+
+def _sharpen_apply(x: torch.Tensor, op: Sharpen) -> torch.Tensor:
+    size = 2 * math.ceil(3 * op.sigma) + 1
+    blurred = _blur_apply(x, Blur("gaussian", size, op.sigma, op.sigma))
+    return (x + op.amount * (x - blurred)).clamp(0, 1).mul(255).round().div(255)
+
+
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
     return x[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
@@ -311,7 +378,7 @@ def _jpeg_apply(x: torch.Tensor, op: Jpeg, trace: list | None) -> torch.Tensor:
 
 
 def apply(
-    recipe: Sequence[Blur | Resize | Noise | Jpeg],
+    recipe: Sequence[Blur | Resize | Noise | Denoise | Sharpen | Jpeg],
     hr: np.ndarray,
     scale: int,
     rng: np.random.Generator,
@@ -341,6 +408,10 @@ def apply(
             x = _resize(x, size, op.mode)
         elif isinstance(op, Noise):
             x = _noise_apply(x, op, rng)
+        elif isinstance(op, Denoise):
+            x = _denoise_apply(x, op)
+        elif isinstance(op, Sharpen):
+            x = _sharpen_apply(x, op)
         elif isinstance(op, Jpeg):
             x = _jpeg_apply(x, op, trace)
         else:

@@ -31,7 +31,8 @@ _LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss}
 
 @functools.lru_cache(maxsize=8)
 def _photo_family(cfg: TrainConfig) -> PhotoDegradation:
-    return _PHOTO if cfg.camera_prob is None else dataclasses.replace(_PHOTO, camera_prob=cfg.camera_prob)
+    family = _PHOTO if cfg.camera_prob is None else dataclasses.replace(_PHOTO, camera_prob=cfg.camera_prob)
+    return dataclasses.replace(family, phone_prob=cfg.phone_prob) if cfg.phone_prob else family
 
 IMAGE_SUFFIXES = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
 
@@ -66,6 +67,9 @@ class TrainConfig:
     #: degraded draws that are one camera pass on the LR grid (the rest take the two-pass
     #: web chain); None keeps the family's default
     camera_prob: float | None = None
+    #: with the photo degradation: ``PhotoDegradation.phone_prob``, the share of camera
+    #: passes that are a phone's pipeline (noise reduction and sharpening before the JPEG)
+    phone_prob: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -208,6 +212,8 @@ def train(
     loss_fn = _LOSSES[cfg.loss]
     if cfg.camera_prob is not None and not 0 <= cfg.camera_prob <= 1:
         raise LiaError(f"camera_prob must be between 0 and 1, not {cfg.camera_prob}")
+    if not 0 <= cfg.phone_prob <= 1:
+        raise LiaError(f"phone_prob must be between 0 and 1, not {cfg.phone_prob}")
     if cfg.init:
         from ..models import load_model
 
