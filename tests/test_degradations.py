@@ -136,3 +136,46 @@ def test_train_fine_tunes_on_photo_degradations(tmp_path: Path) -> None:
     bad = CliRunner().invoke(main, args[:-4] + ["--init", str(init), "--variant", "U", "--checkpoint",
                                                 str(tmp_path / "other.ckpt")])
     assert bad.exit_code == 2 and "not U x2" in bad.output
+
+
+def test_the_phone_share_adds_noise_reduction_then_sharpening_before_the_jpeg() -> None:
+    """phone_prob 0 draws the earlier family exactly (no phone steps, the same recipes as the
+    default); at 1 every camera pass reduces noise, may sharpen, and only then saves the JPEG."""
+    from lia_upscale.tools.degradations import Denoise, Sharpen
+
+    def draws(family: PhotoDegradation, seed: int) -> list:
+        rng = np.random.default_rng(seed)
+        return [family.sample(rng) for _ in range(400)]
+
+    plain = draws(PhotoDegradation(), 5)
+    assert draws(PhotoDegradation(phone_prob=0.0), 5) == plain
+    assert not any(isinstance(op, (Denoise, Sharpen)) for r in plain for op in r)
+    phone = [r for r in draws(PhotoDegradation(phone_prob=1.0, camera_prob=1.0), 5) if r]
+    assert phone and all(any(isinstance(op, Denoise) for op in r) for r in phone)
+    for r in phone:
+        kinds = [type(op) for op in r]
+        if Jpeg in kinds:
+            assert kinds.index(Denoise) < kinds.index(Jpeg)
+        if Sharpen in kinds:
+            assert kinds.index(Denoise) < kinds.index(Sharpen)
+    assert any(Sharpen in map(type, r) for r in phone)
+
+
+def test_noise_reduction_keeps_edges_and_sharpening_leaves_halos() -> None:
+    """The phone steps do what a phone does: a bilateral pass removes sensor noise on flat
+    areas while a strong edge stays; unsharp masking overshoots on both sides of an edge."""
+    from lia_upscale.tools.degradations import Denoise, Sharpen
+
+    step = np.zeros((32, 32, 3), np.uint8)
+    step[:, :16] = 60
+    step[:, 16:] = 190
+    hr = np.repeat(np.repeat(step, 2, 0), 2, 1)
+    camera = (Resize("area", 1.0, "lr"), Noise("gaussian", 6.0, False))  # sensor noise on the LR grid
+    noisy = apply(camera, hr, 2, np.random.default_rng(0))
+    smooth = apply((*camera, Denoise(2.0, 0.1, 2)), hr, 2, np.random.default_rng(0))
+    flat = (slice(4, 28), slice(2, 10))
+    assert noisy[flat].std() > 5 and smooth[flat].std() < noisy[flat].std() / 4
+    assert abs(int(smooth[16, 4, 0]) - 60) <= 3 and abs(int(smooth[16, 28, 0]) - 190) <= 3
+    assert int(smooth[16, 17, 0]) - int(smooth[16, 14, 0]) > 100  # the edge is still a step
+    sharp = apply((Resize("area", 1.0, "lr"), Sharpen(1.0, 1.0)), hr, 2, np.random.default_rng(0))
+    assert sharp[16, 15, 0] < 60 - 10 and sharp[16, 16, 0] > 190 + 10
