@@ -1,4 +1,5 @@
-"""The README and the pages under docs/: every relative link resolves, every page is reachable.
+"""The README, the pages under docs/ and the weights' cards: every relative link resolves, and
+every page under docs/ is linked from the README.
 
 A link is checked as GitHub renders it: relative to the page that holds it, with an anchor
 (`page.md#a-heading`) that must name a heading of the target page. Links inside code (fenced
@@ -71,7 +72,8 @@ def broken(page: Path, root: Path = ROOT) -> list[str]:
     return bad
 
 
-@pytest.mark.parametrize("page", [README, *PAGES], ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("page", [README, *PAGES, ROOT / "weights" / "README.md"],
+                         ids=lambda p: str(p.relative_to(ROOT)))
 def test_relative_links_resolve(page: Path) -> None:
     assert broken(page) == []
 
