@@ -1,4 +1,4 @@
-"""Why --tta tiles each orientation over the whole turned image (README, "Test-time augmentation").
+"""Why --tta tiles each orientation over the whole turned image (docs/tta.md, "With tiles").
 
 Compares whole-image TTA with (a) what lia-upscale does, each orientation tiled on its own,
 and (b) TTA around the tile function: each tile transformed and run with its origin in
