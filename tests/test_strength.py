@@ -80,6 +80,9 @@ def test_strength_must_be_a_finite_number_from_0_to_1(bad) -> None:
 
 def test_the_default_photo_models_have_shipped_clean_endpoints() -> None:
     assert {c.pinned for c in WITH_END} == {"lia-photo-x2@3", "lia-photo-x4@4"}
+    # the defaults chosen by measurement (docs/denoise_strength.md): x4 a little below the full model
+    assert (get_card("lia-photo-x4").denoise, get_card("lia-photo-x2").denoise) == (0.9, 1.0)
+    assert Upscaler(device="cpu").model.denoise == 0.9
     for card in WITH_END:
         end = resolve_clean_endpoint(card)
         assert end.parent == embedded_weights_dir()
