@@ -21,7 +21,8 @@ run, every ``--eval-every`` seconds and at the end.
 
 Writes to ``--out`` (default ``$OUT``, else runs/gpu_out): ``ema.safetensors`` (the EMA
 weights, our format), ``scores.json`` (validation PSNR-Y at the start, during and at the
-end, iterations, patches per second, the arguments, the device) and ``train.log``. Wall
+end, iterations, patches per second, the seconds the GPU waited for the workers' batches,
+the arguments, the device) and ``train.log``. Wall
 time, GPU scheduling and bfloat16 make a GPU run not bit-for-bit reproducible: its weights
 are validated on the CPU (``scripts/photo_quality.py --weights-x4``) before they ship.
 """
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     # the schedule's clock starts now; it ends early enough to score and write the result
     t0 = time.monotonic()
     train_s = max(1.0, args.budget_s - (t0 - started) - 1.5 * eval_s - 2.0)
-    it, seen, last_eval = 0, 0, t0
+    it, seen, last_eval, waited = 0, 0, t0, 0.0
     data = iter(loader)
     while True:
         now = time.monotonic()
@@ -159,7 +160,9 @@ def main(argv: list[str] | None = None) -> None:
         lr_now = lr_at(t, args.warmup, args.lr, args.min_lr)
         for g in opt.param_groups:
             g["lr"] = lr_now
+        before = time.monotonic()
         lr_b, hr_b = next(data)
+        waited += time.monotonic() - before
         lr_b = lr_b.to(dev, non_blocking=True).float().div_(255)
         hr_b = hr_b.to(dev, non_blocking=True).float().div_(255)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.amp):
@@ -173,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
         it += 1
         seen += lr_b.shape[0]
         if it % 100 == 0:
-            say(f"it {it} loss {float(loss):.4f} lr {lr_now:.2e} {seen / (time.monotonic() - t0):.0f} patches/s")
+            say(f"it {it} loss {float(loss):.4f} lr {lr_now:.2e} {seen / (time.monotonic() - t0):.0f} patches/s, "
+                f"{waited:.0f} s waiting for data")
         if time.monotonic() - last_eval >= args.eval_every and 1.0 - t > (eval_s * 2) / train_s:
             psnr = evaluate_psnr(ema, val, dev)
             scores["during"].append({"iteration": it, "seconds": round(time.monotonic() - t0, 1), "psnr_y": psnr})
@@ -186,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
                           extra={"trained_from": str(args.init), "iterations": str(it)})
     scores.update(iterations=it, patches=seen, train_seconds=round(train_time, 1),
                   patches_per_second=round(seen / max(train_time, 1e-9), 1),
+                  # time the GPU waited for the workers: near train_seconds means more workers would help
+                  data_wait_seconds=round(waited, 1),
                   wall_seconds=round(time.monotonic() - started, 1), variant=header.variant, scale=scale,
                   device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type,
                   args={k: str(v) for k, v in vars(args).items()})

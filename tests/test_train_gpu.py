@@ -81,6 +81,7 @@ def test_dry_run_writes_ema_weights_and_scores_that_load(setup) -> None:
     assert run.returncode == 0, run.stderr
     scores = json.loads((out / "scores.json").read_text())
     assert scores["iterations"] == 3 and scores["patches"] == 6 and (scores["variant"], scores["scale"]) == ("S", 2)
+    assert 0 <= scores["data_wait_seconds"] <= scores["train_seconds"]
     assert scores["device"] == "cpu" and math.isfinite(scores["start"]) and math.isfinite(scores["end"])
     header = read_header(out / "ema.safetensors")
     assert (header.variant, header.config.scale) == ("S", 2) and header.metadata["iterations"] == "3"
