@@ -38,6 +38,12 @@ def _folders(scale: int) -> list[Path]:
             BENCH / "Set14" / f"x{scale}"]
 
 
+def _default_label(name: str) -> str:
+    """The row name of a model run at its card's default strength: ``name (denoise S)`` unless S is 1."""
+    strength = get_card(name).denoise
+    return name if strength == 1 else f"{name} (denoise {strength:g})"
+
+
 def _model(**kw):
     up = Upscaler(device="cpu", precision="fp32", tile=0, **kw)
     return lambda rgb: up.upscale_tensor(rgb).permute(1, 2, 0).numpy()
@@ -65,7 +71,8 @@ def main() -> None:
             (f"plainusr-l-x{s} (official)", _model(weights=OFFICIAL / f"PlainUSRL_Rep_x{s}.pth")),
             *[(f"{c.pinned} ({c.variant})", _model(model=c.pinned)) for c in ALL_CARDS
               if c.name == f"lia-photo-x{s}" and c != get_card(c.name)],
-            (photo or f"lia-photo-x{s}", _model(weights=photo) if photo else _model(model=f"lia-photo-x{s}")),
+            (photo or _default_label(f"lia-photo-x{s}"),
+             _model(weights=photo) if photo else _model(model=f"lia-photo-x{s}")),
         ]
         if args.new_only:
             rows = [rows[5], rows[-1]]
