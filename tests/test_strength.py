@@ -16,9 +16,18 @@ from conftest import OFFICIAL, need
 from lia_upscale import Upscaler
 from lia_upscale.cli import main
 from lia_upscale.errors import WeightsError
-from lia_upscale.models import ALL_CARDS, CARDS, get_card, load_model, read_header, read_pth
-from lia_upscale.models.blend import blend_states, check_strength
-from lia_upscale.models.registry import embedded_weights_dir, resolve_clean_endpoint
+from lia_upscale.models import (
+    ALL_CARDS,
+    CARDS,
+    blend_states,
+    check_strength,
+    embedded_weights_dir,
+    get_card,
+    load_model,
+    read_header,
+    read_pth,
+    resolve_clean_endpoint,
+)
 from lia_upscale.nn import VARIANTS, PlainUSR
 from lia_upscale.tools.bicubic import matlab_downscale_uint8
 
