@@ -78,7 +78,7 @@ def test_blend_refuses_two_different_networks() -> None:
         blend_states(fewer, s4, 0.5)
 
 
-@pytest.mark.parametrize("bad", [-0.01, 1.01, float("nan"), float("inf"), "half", None])
+@pytest.mark.parametrize("bad", [-0.01, 1.01, float("nan"), float("inf"), "half", None, True])
 def test_strength_must_be_a_finite_number_from_0_to_1(bad) -> None:
     with pytest.raises(ValueError, match="the denoise strength must be a number from 0 to 1"):
         check_strength(bad)

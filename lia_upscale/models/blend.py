@@ -21,6 +21,8 @@ __all__ = ["check_strength", "blend_states"]
 def check_strength(strength: float) -> float:
     """``strength`` as a float if it is a finite number in [0, 1]; else ValueError."""
     try:
+        if isinstance(strength, bool):
+            raise TypeError  # True is not a strength
         value = float(strength)
     except (TypeError, ValueError):
         raise ValueError(f"the denoise strength must be a number from 0 to 1, not {strength!r}") from None
