@@ -31,18 +31,6 @@ DEFAULT_SOURCES = [SHARED / "train" / "bsd200", SHARED / "train" / "t91", SHARED
 SUFFIXES = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
 
 
-def _tiles(rgb: np.ndarray, tile: int, least: int) -> list[tuple[int, int, np.ndarray]]:
-    """Non-overlapping tiles of at most ``tile`` px; strips narrower than ``least`` are dropped."""
-    h, w = rgb.shape[:2]
-    out = []
-    for y in range(0, h, tile):
-        for x in range(0, w, tile):
-            part = rgb[y : y + tile, x : x + tile]
-            if min(part.shape[:2]) >= least:
-                out.append((y, x, part))
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("sources", nargs="*", type=Path, default=DEFAULT_SOURCES)
@@ -51,7 +39,8 @@ def main() -> None:
                     help="bytes of JPEG in the pack; 38 MiB leaves the tree and the validation set room "
                          "under a 64-MiB transfer")
     ap.add_argument("--tile", type=int, default=384)
-    ap.add_argument("--least", type=int, default=192, help="smallest tile edge kept (an HR training patch)")
+    ap.add_argument("--least", type=int, default=160,
+                    help="smallest tile edge kept: an HR training patch (LR 40 at x4)")
     ap.add_argument("--quality", type=int, default=97)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
