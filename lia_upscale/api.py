@@ -117,7 +117,10 @@ class Upscaler:
     being printed. ``tta``: the x8 self-ensemble (:mod:`~lia_upscale.engine.tta`; eight
     times the work, a little more fidelity). ``threads``: CPU threads for torch (None:
     leave torch's setting, by default all cores); torch's setting is process-wide, so
-    this sets it for the whole process.
+    this sets it for the whole process. ``denoise``: the strength of a photo model from 0
+    (the clean network it was fine-tuned from) to 1 (the photo model), a blend of their
+    weights at no extra cost (None: the model card's default; see
+    :func:`~lia_upscale.models.load_model`).
     """
 
     def __init__(
@@ -134,10 +137,12 @@ class Upscaler:
         on_warning: Callable[[str], None] | None = None,
         tta: bool = False,
         threads: int | None = None,
+        denoise: float | None = None,
     ) -> None:
         if threads is not None:
             set_cpu_threads(threads)
-        self.model = models.load_model(resolve_model_source(weights, model, scale, purpose), on_warning=on_warning)
+        self.model = models.load_model(resolve_model_source(weights, model, scale, purpose), on_warning=on_warning,
+                                       denoise=denoise)
         #: bytes one image may hold while it is upscaled and written (see :meth:`render`)
         self.max_memory = default_budget() if max_memory is None else int(max_memory)
         if scale is not None and scale != self.model.scale:

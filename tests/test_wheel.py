@@ -35,6 +35,12 @@ def test_wheel_carries_licence_notice_types_and_cards(wheel: Path) -> None:
     assert "lia_upscale/models/cards.json" in names
     for scale in (2, 4):
         assert f"lia_upscale/weights/lia-u-x{scale}.safetensors" in names
+    from lia_upscale.models import ALL_CARDS
+
+    # the clean endpoints of the denoise strength ship beside the photo models
+    ends = {c.clean_endpoint for c in ALL_CARDS if c.clean_endpoint}
+    assert ends == {"plainusr-l-x4.safetensors", "plainusr-m-x2.safetensors"}
+    assert {f"lia_upscale/weights/{e}" for e in ends} <= names
     # discovered, not listed by hand: every package folder of the source tree is in the wheel
     packages = {str(p.parent.relative_to(ROOT)) for p in (ROOT / "lia_upscale").rglob("__init__.py")}
     assert packages <= {n.rsplit("/", 1)[0] for n in names}

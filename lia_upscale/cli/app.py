@@ -95,6 +95,9 @@ def main() -> None:
 
 
 def model_options(f):
+    f = click.option("--denoise", type=click.FloatRange(0, 1), default=None, callback=finite_float, metavar="S",
+                     help="Strength of the photo model, 0 to 1: 0 is the clean network it was fine-tuned "
+                          "from, 1 the photo model (default: its card's, see `lia-upscale models`).")(f)
     f = click.option("--weights", type=click.Path(dir_okay=False), help="A .safetensors or .pth weight file.")(f)
     f = click.option("--model", "model_name", help="A model name from `lia-upscale models`.")(f)
     return f

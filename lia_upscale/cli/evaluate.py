@@ -19,8 +19,11 @@ from .app import engine_options, fail, fail_usage, main, make_console, make_upsc
 @model_options
 @engine_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def eval_cmd(folder, weights, model_name, tile, precision, device, tta, threads, as_json) -> None:
-    """PSNR-Y / SSIM-Y over the *_LR.png / *_HR.png pairs in FOLDER (BasicSR protocol)."""
+def eval_cmd(folder, weights, model_name, denoise, tile, precision, device, tta, threads, as_json) -> None:
+    """PSNR-Y / SSIM-Y over the *_LR.png / *_HR.png pairs in FOLDER (BasicSR protocol).
+
+    The default model is the clean one; with --denoise and no model, the photo one.
+    """
     from ..engine.threads import cpu_threads
     from ..tools.evaluate import evaluate, find_pairs, pair_scale
 
@@ -31,7 +34,8 @@ def eval_cmd(folder, weights, model_name, tile, precision, device, tta, threads,
     except LiaError as exc:
         fail_usage(str(exc))
     upscaler = make_upscaler(console, model=model_name, weights=weights,
-                              scale=None if (weights or model_name) else scale, purpose="clean",
+                              scale=None if (weights or model_name) else scale,
+                              purpose="clean" if denoise is None else "photo", denoise=denoise,
                               device=device, precision=precision, tile=tile, tta=tta, threads=threads)
     if upscaler.scale != scale:
         fail_usage(f"the pairs in {folder} are x{scale} but the model is x{upscaler.scale}")
@@ -43,11 +47,13 @@ def eval_cmd(folder, weights, model_name, tile, precision, device, tta, threads,
         out = result.as_json()
         out["model"] = str(upscaler.model.source)
         out["variant"] = upscaler.model.variant
+        out["denoise"] = upscaler.model.denoise
         out["tta"] = upscaler.tta
         out["threads"] = cpu_threads()
         print(json.dumps(out))
         return
-    title = f"{folder}  ({upscaler.model.source}, x{scale}{', tta' if upscaler.tta else ''})"
+    strength = "" if upscaler.model.denoise is None else f", denoise {upscaler.model.denoise:g}"
+    title = f"{folder}  ({upscaler.model.source}, x{scale}{strength}{', tta' if upscaler.tta else ''})"
     table = Table(title=escape(title), title_justify="left")
     table.add_column("image")
     table.add_column("PSNR-Y", justify="right")

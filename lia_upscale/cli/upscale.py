@@ -72,7 +72,7 @@ class _MegapixelRate(ProgressColumn):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display or summary.")
 @ray_options
-def upscale_cmd(paths, scale, weights, model_name, outscale, fmt, quality, overwrite, no_recursive,
+def upscale_cmd(paths, scale, weights, model_name, denoise, outscale, fmt, quality, overwrite, no_recursive,
                 tile, precision, device, tta, threads, max_memory, max_pixels, as_json, quiet, use_ray,
                 **ray_args) -> None:
     """Upscale INPUT... (files, folders, globs, or - for stdin) into OUTPUT (folder, file, or -)."""
@@ -87,7 +87,8 @@ def upscale_cmd(paths, scale, weights, model_name, outscale, fmt, quality, overw
     if scale is None and outscale and not (weights or model_name):
         scale = "2" if outscale <= 2 else "4"  # the default model nearest above the factor
     upscaler_args = dict(model=model_name, weights=weights, scale=int(scale) if scale else None,
-                         device=device, precision=precision, tile=tile, tta=tta, max_memory=max_memory)
+                         device=device, precision=precision, tile=tile, tta=tta, max_memory=max_memory,
+                         denoise=denoise)
     if threads is not None and (use_ray or ray_args["ray_address"]):
         fail_usage("--threads sets this machine's threads; a Ray batch takes --ray-threads")
     if max_pixels is not None:

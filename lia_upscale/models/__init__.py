@@ -1,13 +1,23 @@
-"""Weight files -> a ready model: variant detection, strict loading, safetensors, cards, registry, descriptor."""
+"""Weight files -> a ready model: variant detection, strict loading, safetensors, cards, registry,
+descriptor, and the denoise strength (a photo model blended with its clean endpoint)."""
 
 from __future__ import annotations
 
 from .detect import check_shapes, check_values, describe_config, detect_config, expected_shapes, load_state
+from .blend import blend_states, check_strength
 from .loader import Model, load_model
 from .cards import ALL_CARDS, CARDS, PURPOSES, ModelCard, card_for_file, default_model_name, get_card
 from .descriptor import ModelDescriptor, describe
 from .reparam import fold_training_state, is_training_form
-from .registry import ProgressCallback, embedded_weights_dir, install, list_models, resolve, user_weights_dir
+from .registry import (
+    ProgressCallback,
+    embedded_weights_dir,
+    install,
+    list_models,
+    resolve,
+    resolve_clean_endpoint,
+    user_weights_dir,
+)
 from .weightfile import (
     FORMAT,
     FORMAT_VERSION,
@@ -31,6 +41,8 @@ __all__ = [
     "load_state",
     "Model",
     "load_model",
+    "blend_states",
+    "check_strength",
     "ALL_CARDS",
     "CARDS",
     "PURPOSES",
@@ -45,6 +57,7 @@ __all__ = [
     "install",
     "list_models",
     "resolve",
+    "resolve_clean_endpoint",
     "user_weights_dir",
     "FORMAT",
     "FORMAT_VERSION",

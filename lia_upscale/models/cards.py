@@ -50,6 +50,8 @@ class ModelCard:
     purpose: str = "clean"
     tags: tuple[str, ...] = field(default=())
     default: bool = False
+    clean_endpoint: str | None = None
+    denoise: float = 1.0
 
     @property
     def embedded(self) -> bool:
@@ -70,6 +72,9 @@ def _load() -> tuple[ModelCard, ...]:
         card = ModelCard(**entry)
         if card.purpose not in PURPOSES or "@" in card.name:
             raise WeightsError(f"cards.json: bad card {card.name!r} (purpose {card.purpose!r})")
+        if not 0 <= card.denoise <= 1 or (card.denoise != 1 and card.clean_endpoint is None):
+            raise WeightsError(f"cards.json: bad card {card.pinned!r} (denoise {card.denoise!r} "
+                               f"with clean endpoint {card.clean_endpoint!r})")
         cards.append(card)
     pinned = [c.pinned for c in cards]
     defaults = [(c.purpose, c.scale) for c in cards if c.default]

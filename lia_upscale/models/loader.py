@@ -11,10 +11,11 @@ import torch
 
 from ..errors import WeightsError
 from ..nn import PlainUSR, PlainUSRConfig
+from .blend import blend_states, check_strength
 from .detect import detect_config, load_state
 from .cards import CARDS, ModelCard, get_card
 from .descriptor import ModelDescriptor, describe
-from .registry import resolve
+from .registry import resolve, resolve_clean_endpoint
 from .reparam import fold_training_state, is_training_form
 from .weightfile import read_any_safetensors, read_torch_file, unwrap_checkpoint
 
@@ -29,7 +30,9 @@ class Model:
 
     ``module``: the PlainUSR in eval mode, float32, on the CPU (move it as needed).
     ``source``: the model name or the path it was loaded from, as given.
-    ``path``: the weight file actually read.
+    ``path``: the weight file actually read. ``denoise``: the strength of a photo model
+    blended with its clean endpoint (1: the photo model itself), None for a model that has
+    no clean endpoint.
     """
 
     module: PlainUSR
@@ -38,6 +41,7 @@ class Model:
     source: str
     path: Path
     card: ModelCard | None = None
+    denoise: float | None = None
 
     @property
     def descriptor(self) -> ModelDescriptor:
@@ -81,7 +85,10 @@ def _read(path: Path) -> tuple[PlainUSRConfig, str, dict[str, torch.Tensor], lis
 
 
 def load_model(
-    path_or_name: str | os.PathLike[str], *, on_warning: Callable[[str], None] | None = None
+    path_or_name: str | os.PathLike[str],
+    *,
+    on_warning: Callable[[str], None] | None = None,
+    denoise: float | None = None,
 ) -> Model:
     """Load a model by registry name (``"lia-u-x4"``, ``"plainusr-m-x2"``) or weight file.
 
@@ -94,7 +101,16 @@ def load_model(
     prefixes, and upstream's training form (folded into the deploy form, see
     :mod:`~lia_upscale.models.reparam`). Such a file is reported by one call of
     ``on_warning`` with a one-line notice (nothing is printed).
+
+    ``denoise``: the strength of a photo model, from 0 (the clean network it was
+    fine-tuned from, its card's ``clean_endpoint``) to 1 (the photo model): the network
+    whose weights are the straight-line blend of the two
+    (:func:`~lia_upscale.models.blend.blend_states`). None: the card's default strength.
+    ValueError for a strength that is not a finite number in [0, 1]; WeightsError for a
+    strength asked of a model without a clean endpoint (a file, a clean model).
     """
+    if denoise is not None:
+        denoise = check_strength(denoise)
     source = os.fspath(path_or_name)
     if isinstance(path_or_name, str) and source.split("@", 1)[0] in CARDS:
         card = get_card(source)
@@ -106,12 +122,27 @@ def load_model(
             if isinstance(path_or_name, str) and len(path.parts) == 1 and not path.suffix:
                 resolve(source)  # an unknown name: raises listing the known ones
             raise WeightsError(f"{source}: no such weight file")
+    if denoise is not None and card is None:
+        raise WeightsError(f"{source}: a denoise strength needs a named photo model with a clean "
+                           "endpoint (e.g. lia-photo-x4), not a weight file")
+    if denoise is not None and card.clean_endpoint is None:
+        resolve_clean_endpoint(card)  # raises: this model has none
     config, variant, state, notes = _read(path)
     if card is not None and (variant, config.scale) != (card.variant, card.scale):
         raise WeightsError(
             f"{path}: holds variant {variant} x{config.scale} but model {card.name} "
             f"is {card.variant} x{card.scale}"
         )
+    strength = None
+    if card is not None and card.clean_endpoint is not None:
+        strength = card.denoise if denoise is None else denoise
+    if strength is not None and strength != 1.0:
+        end = resolve_clean_endpoint(card)
+        end_config, end_variant, end_state, _ = _read(end)
+        if end_config != config:
+            raise WeightsError(f"{end}: the clean endpoint of {card.pinned} is variant {end_variant} "
+                               f"x{end_config.scale}, another network than the model's")
+        state = blend_states(end_state, state, strength)
     module = PlainUSR(config)
     try:
         load_state(module, state)
@@ -121,4 +152,4 @@ def load_model(
     if notes and on_warning is not None:
         on_warning(f"{path}: third-party PlainUSR weights ({', '.join(notes)}); "
                    f"loaded by shape detection as variant {variant} x{config.scale}")
-    return Model(module, variant, config.scale, source, path, card)
+    return Model(module, variant, config.scale, source, path, card, strength)

@@ -23,6 +23,7 @@ __all__ = [
     "embedded_weights_dir",
     "user_weights_dir",
     "resolve",
+    "resolve_clean_endpoint",
     "list_models",
     "install",
     "ProgressCallback",
@@ -98,6 +99,20 @@ def resolve(name: str) -> Path:
     raise WeightsError(
         f"model {name} is not installed; install it with: lia-upscale weights install {card.url}"
     )
+
+
+def resolve_clean_endpoint(card: ModelCard) -> Path:
+    """The weight file of the clean network ``card``'s photo model was fine-tuned from (the
+    far end of its denoise strength); WeightsError if it has none or the file is absent."""
+    if card.clean_endpoint is None:
+        with_end = ", ".join(c.pinned for c in ALL_CARDS if c.clean_endpoint is not None)
+        raise WeightsError(f"model {card.pinned} has no clean endpoint, so it takes no denoise strength "
+                           f"(models that do: {with_end})")
+    path = embedded_weights_dir() / card.clean_endpoint
+    if not path.is_file():
+        raise WeightsError(f"the clean endpoint of {card.pinned} is missing from this installation "
+                           f"(looked for {path})")
+    return path
 
 
 def list_models() -> list[tuple[ModelCard, Path | None]]:
