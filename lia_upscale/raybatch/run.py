@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from ..files import remove_stale_temporaries
 from ..batch import BatchEvents, Job, Outcome, UsageError, failure_reason
 from .plan import RayOptions, Workers, existing_outputs, is_uri, plan_workers
 from .worker import CRASHED, FileUpscaler, on_worker
@@ -154,10 +155,8 @@ def _one_pass(items: list[dict], blocks: int, pool: Workers, actor_args: tuple, 
 
 
 def _remove_temps(dst: Path) -> None:
-    """Remove what a writer killed mid-write left: the temporary files of ``dst`` (see ``atomic_writer``)."""
-    if dst.parent.is_dir():
-        for tmp in dst.parent.glob(f".{dst.name}.*.part"):
-            tmp.unlink(missing_ok=True)
+    """Remove what a writer killed mid-write left: the dead temporary files of ``dst`` (see ``files``)."""
+    remove_stale_temporaries(dst.parent, dst)
 
 
 def _actor_args(upscaler_args: dict, pool: Workers, quality: int | None, outscale: float | None) -> tuple:
