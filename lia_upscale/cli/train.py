@@ -42,8 +42,9 @@ from .app import fail_usage, interrupt_status, main, make_console, say
               help="Decay of a moving average of the weights, scored and exported instead (e.g. 0.999).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out (never --init or the checkpoint).")
 def train_cmd(data, out, variant, scale, iterations, batch, patch, lr, seed, eval_dir, eval_every,
-              degradation, init, ema, checkpoint, device, threads) -> None:
+              degradation, init, ema, checkpoint, device, threads, overwrite) -> None:
     """Train a PlainUSR/LIA network on folders of HR images and export it as .safetensors."""
     import torch
 
@@ -59,6 +60,12 @@ def train_cmd(data, out, variant, scale, iterations, batch, patch, lr, seed, eva
                       degradation=degradation, init=init or "", ema=ema)
     console = make_console()
     ckpt = Path(checkpoint) if checkpoint else Path(out).with_suffix(".ckpt")
+    if Path(out).absolute() == ckpt.absolute():
+        fail_usage(f"--out {out} is the checkpoint; give another --out or --checkpoint")
+    try:  # before hours of training, not after
+        models.check_destination(out, [p for p in (init, ckpt) if p], overwrite=overwrite)
+    except LiaError as exc:
+        fail_usage(str(exc))
     progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
                         console=console, disable=not console.is_terminal)
@@ -76,7 +83,7 @@ def train_cmd(data, out, variant, scale, iterations, batch, patch, lr, seed, eva
         with progress:
             module = train([Path(d) for d in data], ckpt, cfg, eval_dir=Path(eval_dir) if eval_dir else None,
                            device=str(choose_device(device)), on_status=on_status)
-        models.save_weights(Path(out), module.cpu(), variant=variant, scale=s)
+        models.save_weights(Path(out), module.cpu(), variant=variant, scale=s, overwrite=overwrite)
     except LiaError as exc:
         fail_usage(str(exc))
     except KeyboardInterrupt as exc:

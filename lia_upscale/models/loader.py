@@ -16,7 +16,7 @@ from .cards import CARDS, ModelCard, get_card
 from .descriptor import ModelDescriptor, describe
 from .registry import resolve
 from .reparam import fold_training_state, is_training_form
-from .weightfile import read_any_safetensors, read_torch_file, unwrap_checkpoint
+from .weightfile import read_any_safetensors, read_torch_file, sniff_weight_file, unwrap_checkpoint
 
 __all__ = ["Model", "load_model"]
 
@@ -50,23 +50,13 @@ class Model:
         return self.module.config
 
 
-def _is_torch_checkpoint(path: Path) -> bool:
-    """Sniff a file by content: a torch.save zip or raw pickle, rather than safetensors."""
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(9)
-    except OSError as e:
-        raise WeightsError(f"{path}: cannot read ({e.strerror or e})") from None
-    if len(magic) == 9 and magic[8:] == b"{":
-        return False  # a safetensors JSON header after the 8-byte length
-    return magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"
-
-
 def _read(path: Path) -> tuple[PlainUSRConfig, str, dict[str, torch.Tensor], list[str]]:
     """The network, variant and deploy-form state dict of a weight file, and notes on what
-    was adapted to read it (empty for our files and flat official checkpoints)."""
+    was adapted to read it (empty for our files and flat official checkpoints). The
+    content decides the reader: a safetensors file named ``.pth`` is read as safetensors."""
     suffix = path.suffix.lower()
-    if suffix == ".safetensors" or (suffix not in _PTH_SUFFIXES and not _is_torch_checkpoint(path)):
+    kind = sniff_weight_file(path)
+    if kind == "safetensors" or (kind is None and suffix not in _PTH_SUFFIXES):
         state, notes = read_any_safetensors(path)
     else:
         state, notes = unwrap_checkpoint(read_torch_file(path), path)
