@@ -12,41 +12,31 @@ from rich.table import Table
 
 from ..errors import LiaError
 from .app import fail, fail_usage, main, make_console
-
-
-def _size(text: str) -> int | tuple[int, int]:
-    """``"512"`` -> 512; ``"1152x864"`` (width x height) -> (864, 1152); at least 7 pixels a side."""
-    try:
-        parts = [int(v) for v in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) not in (1, 2) or min(parts) < 7:
-        raise click.BadParameter(f"{text!r} is not an edge or WIDTHxHEIGHT of at least 7 pixels")
-    return parts[0] if len(parts) == 1 else (parts[1], parts[0])
+from .options import MAX_TILE, Count, ImageEdges, Threads
 
 
 @main.command("bench")
 @click.option("--model", "model_names", multiple=True, help="A model name (repeatable).")
 @click.option("--weights", multiple=True, type=click.Path(exists=True),
               help="A weight file, or a folder of them (repeatable).")
-@click.option("--size", "sizes", multiple=True, callback=lambda ctx, param, value: [_size(v) for v in value],
+@click.option("--size", "sizes", multiple=True, type=ImageEdges(),
               help="Input size: a square edge (512) or WIDTHxHEIGHT (1152x864); repeatable; default: 512 "
                    "unless --photo.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", "precisions", multiple=True, type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
               default=("auto",), show_default=True, help="Repeatable; auto: fp32 on the CPU, fp16 and fp32 on CUDA.")
-@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--repeats", type=Count(1, 1000), default=3, show_default=True,
               help="Timed runs per case (cases alternate; the median counts).")
-@click.option("--threads", "thread_counts", multiple=True, type=click.IntRange(min=1),
+@click.option("--threads", "thread_counts", multiple=True, type=Threads(),
               help="CPU threads to measure at (repeatable; default: 1 and all cores).")
 @click.option("--photo", is_flag=True,
               help="1-MP (1152x864) and 12-MP (4000x3000) inputs, whole image against tiles (slow; "
                    "with --size, in addition).")
-@click.option("--matmul-size", type=click.IntRange(min=0), default=2048, show_default=True,
+@click.option("--matmul-size", type=Count(0, 16384), default=2048, show_default=True,
               help="Edge of the float32 matmul that gives each thread count's peak (0: skip).")
 @click.option("--cases", default="naive,whole,tiled", show_default=True,
               help="Comma-separated subset of naive,whole,tiled, or none.")
-@click.option("--tile", type=click.IntRange(min=0), default=None,
+@click.option("--tile", type=Count(0, MAX_TILE), default=None,
               help="Tile edge of the tiled case (default: the engine's default for the device).")
 @click.option("--no-memory", is_flag=True, help="Skip the peak-memory measurements.")
 @click.option("--tile-search/--no-tile-search", default=None, help="Find the largest tile that fits (default: on CUDA).")

@@ -10,17 +10,18 @@ from rich.console import Console
 from rich.markup import escape
 
 from .app import fail_usage, make_upscaler
+from .options import Count, FiniteFloat
 
 __all__ = ["ray_options", "run_on_ray"]
 
 
 def ray_options(f):
     """The ``--ray*`` options (``--ray-address`` alone implies ``--ray``)."""
-    f = click.option("--ray-stall-timeout", type=click.FloatRange(min=0, min_open=True), default=1800,
+    f = click.option("--ray-stall-timeout", type=FiniteFloat(min=0, min_open=True, max=10**7), default=1800,
                      show_default=True, help="Seconds without a finished file after which the Ray batch stops.")(f)
-    f = click.option("--ray-threads", type=click.IntRange(min=1), default=1, show_default=True,
+    f = click.option("--ray-threads", type=Count(1, 1024), default=1, show_default=True,
                      help="CPUs and torch threads per CPU actor.")(f)
-    f = click.option("--ray-workers", type=click.IntRange(min=1), default=None,
+    f = click.option("--ray-workers", type=Count(1, 100_000), default=None,
                      help="Actors (default: one per GPU, or the cluster's CPUs less one).")(f)
     f = click.option("--ray-address", default=None, help="The Ray cluster to join (default: RAY_ADDRESS).")(f)
     f = click.option("--ray", "use_ray", is_flag=True,

@@ -29,7 +29,6 @@ from .app import (
     engine_options,
     fail,
     fail_usage,
-    finite_float,
     interrupt_status,
     main,
     make_console,
@@ -39,6 +38,7 @@ from .app import (
     printable,
     say,
 )
+from .options import MAX_OUTSCALE, FiniteFloat
 from .ray import ray_options, run_on_ray
 
 
@@ -61,7 +61,7 @@ class _MegapixelRate(ProgressColumn):
 @click.option("--scale", type=click.Choice(["2", "4"]), default=None,
               help="Model scale (default: the model's; 4 for the default model, 2 when --outscale <= 2).")
 @model_options
-@click.option("--outscale", type=click.FloatRange(min=0, min_open=True), default=None, callback=finite_float,
+@click.option("--outscale", type=FiniteFloat(min=0, min_open=True, max=MAX_OUTSCALE), default=None,
               help="Any final factor: the model's scale, then an antialiased bicubic resample to round(size * F).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="same", show_default=True)
 @click.option("--quality", type=click.IntRange(1, 100), default=None, help="JPEG/WebP/HEIC/AVIF quality (default 95 JPEG/WebP, 90 HEIC/AVIF).")
