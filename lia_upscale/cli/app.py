@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from .. import __version__
 from ..errors import LiaError
-from .options import MAX_TILE, ByteSize, Count, Threads
+from .options import MAX_TILE, ByteSize, Count, NonEmptyPath, Threads
 
 #: Exit statuses: 128 + the signal's number, as a shell reports a process the signal killed.
 EXIT_INTERRUPTED = 130
@@ -83,6 +83,11 @@ def fail_usage(message: str) -> None:
     fail(message, 2)
 
 
+def no_images(inputs) -> str:
+    """The usage error for inputs that hold no image (an empty folder, a glob matching none)."""
+    return f"no images in {', '.join(map(str, inputs))} (PNG, JPEG, WEBP, TIFF, BMP, HEIC or AVIF)"
+
+
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lia-upscale")
 def main() -> None:
@@ -93,7 +98,7 @@ def main() -> None:
 
 
 def model_options(f):
-    f = click.option("--weights", type=click.Path(dir_okay=False), help="A .safetensors or .pth weight file.")(f)
+    f = click.option("--weights", type=NonEmptyPath(dir_okay=False), help="A .safetensors or .pth weight file.")(f)
     f = click.option("--model", "model_name", help="A model name from `lia-upscale models`.")(f)
     return f
 

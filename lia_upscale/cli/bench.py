@@ -9,9 +9,10 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import LiaError
-from .app import fail, fail_usage, main, make_console
+from .app import fail, fail_usage, main, make_console, printable
 from .options import MAX_TILE, Count, ImageEdges, Threads
 
 
@@ -63,6 +64,15 @@ def bench_cmd(model_names, weights, sizes, device, precisions, repeats, thread_c
         fail_usage(f"--cases takes a subset of {','.join(CASES)} (or none), not {cases!r}")
     if plot and not eval_dir:
         fail_usage("--plot needs --eval-dir (PSNR-Y comes from evaluating every model)")
+    from .. import images, models
+
+    for name in model_names:  # a name that names nothing is a usage error, as for upscale
+        try:
+            models.get_card(name)
+        except LiaError as exc:
+            fail_usage(str(exc))
+    if pipeline and not any(p.suffix.lower() in images.FORMAT_SUFFIXES for p in Path(pipeline).rglob("*")):
+        fail_usage(f"--pipeline {pipeline}: no images in this folder")
     try:
         dev = choose_device(device)
     except LiaError as exc:
@@ -106,7 +116,7 @@ def bench_cmd(model_names, weights, sizes, device, precisions, repeats, thread_c
             diff = f"{c['max_abs_diff']:.1e}" if c["max_abs_diff"] is not None else ""
             share = r.get("peak_fraction", {}).get(name)
             label = name if name != "tiled" else f"tiled {c['tile']}"
-            table.add_row(Path(r["model"]).stem, f"{r['size'][1]}x{r['size'][0]}", str(r.get("threads", "")),
+            table.add_row(Text(printable(Path(r["model"]).stem)), f"{r['size'][1]}x{r['size'][0]}", str(r.get("threads", "")),
                           "fp32" if name == "naive" else r["precision"], label, f"{c['seconds']:.3f}",
                           f"{c['output_mp_s']:.2f}", f"{c['gflop_s']:.1f}",
                           f"{100 * share:.0f}%" if share is not None else "", speedup, peak, diff)
@@ -119,19 +129,20 @@ def bench_cmd(model_names, weights, sizes, device, precisions, repeats, thread_c
                       + ", ".join(f"{k.replace('_vs_', ' / ')} {v:.2f}x" for k, v in r["paired_ratios"].items()),
                       markup=False, highlight=False)
     for entry in report.get("fp16_vs_fp32", []):
-        out.print(f"fp16 vs fp32, {Path(entry['model']).name} {entry['size'][0]}px: "
-                  + ", ".join(f"{k} {v:.2f}x" for k, v in entry.items() if k in ("whole", "tiled")))
+        out.print(printable(f"fp16 vs fp32, {Path(entry['model']).name} {entry['size'][0]}px: "
+                  + ", ".join(f"{k} {v:.2f}x" for k, v in entry.items() if k in ("whole", "tiled"))), markup=False)
     for entry in report.get("largest_tile", []):
-        out.print(f"largest tile, {Path(entry['model']).name} {entry['precision']}: {entry['tile']} px")
+        out.print(printable(f"largest tile, {Path(entry['model']).name} {entry['precision']}: {entry['tile']} px"),
+                  markup=False)
     if "pipeline" in report:
         p = report["pipeline"]
         out.print(f"pipeline: {p['images']} images ({p['input_mp']:.1f} MP) with {Path(p['model']).name}: "
                   f"wall {p['wall_s']:.2f}s vs compute {p['compute_s']:.2f}s = {p['ratio']:.3f}x "
                   f"(decode {p['decode_s']:.2f}s, finish {p['finish_s']:.2f}s, encode {p['encode_s']:.2f}s to hide; "
                   f"{p['lanes']} image(s) at once, network in the batch {p['network_in_batch_s']:.2f}s"
-                  + (f", waiting {p['waiting_s']:.2f}s)" if p["waiting_s"] is not None else ")"))
+                  + (f", waiting {p['waiting_s']:.2f}s)" if p["waiting_s"] is not None else ")"), markup=False)
     if plot:
-        out.print(f"wrote {plot}")
+        out.print(printable(f"wrote {plot}"), markup=False)
 
 
 def _print_cpu(out: Console, report: dict) -> None:

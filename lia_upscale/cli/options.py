@@ -9,7 +9,7 @@ import os
 
 import click
 
-__all__ = ["Threads", "FiniteFloat", "ByteSize", "ImageEdges", "Count", "machine_threads",
+__all__ = ["Threads", "NonEmptyPath", "FiniteFloat", "ByteSize", "ImageEdges", "Count", "machine_threads",
            "MAX_OUTSCALE", "MAX_TILE", "MAX_BATCH", "MAX_PATCH", "MAX_BENCH_EDGE", "MAX_BENCH_PIXELS", "MAX_SEED"]
 
 #: Largest --outscale factor (an output's own size is checked against its format and the
@@ -113,3 +113,12 @@ class ImageEdges(click.ParamType):
             self.fail(f"{value!r} is not an edge or WIDTHxHEIGHT from 7 to {MAX_BENCH_EDGE} pixels a side "
                       f"({MAX_BENCH_PIXELS:,} pixels at most)", param, ctx)
         return edges[0] if len(edges) == 1 else (edges[1], edges[0])
+
+
+class NonEmptyPath(click.Path):
+    """A path that is not empty: ``--weights ''`` would otherwise name the current folder."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path names no file", param, ctx)
+        return super().convert(value, param, ctx)

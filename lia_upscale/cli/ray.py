@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from .app import fail_usage, make_upscaler
+from .app import fail_usage, make_upscaler, no_images, printable
 from .options import Count, FiniteFloat
 
 __all__ = ["ray_options", "run_on_ray"]
@@ -49,6 +49,8 @@ def run_on_ray(inputs, output, fmt: str, recursive: bool, upscaler_args: dict, r
         jobs = raybatch.plan(inputs, output, fmt=fmt, recursive=recursive)
     except (UsageError, OSError) as exc:
         fail_usage(str(exc))
+    if not jobs:
+        fail_usage(no_images(inputs))
     # the model is checked here, where an error is a usage error (exit 2), before any actor loads it
     weights = upscaler_args["weights"]
     if weights is None or not raybatch.is_uri(weights):
@@ -58,7 +60,7 @@ def run_on_ray(inputs, output, fmt: str, recursive: bool, upscaler_args: dict, r
         try:
             raybatch.run_jobs(jobs, upscaler_args, options=options, overwrite=overwrite, quality=quality,
                               outscale=outscale, events=events,
-                              on_warning=lambda msg: console.log(f"[yellow]warning:[/] {escape(msg)}"))
+                              on_warning=lambda msg: console.log(f"[yellow]warning:[/] {escape(printable(msg))}"))
         except UsageError as exc:
             fail_usage(escape(str(exc)))
 

@@ -21,6 +21,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -35,6 +36,7 @@ from .app import (
     memory_options,
     make_upscaler,
     model_options,
+    no_images,
     printable,
     say,
 )
@@ -107,6 +109,8 @@ def upscale_cmd(paths, scale, weights, model_name, outscale, fmt, quality, overw
         jobs = plan_jobs(inputs, output, fmt=fmt, recursive=not no_recursive)
     except UsageError as exc:
         fail_usage(str(exc))
+    if not jobs:
+        fail_usage(no_images(inputs))
     upscaler = make_upscaler(console, **upscaler_args, threads=threads)
 
     def run(events) -> None:
@@ -131,6 +135,9 @@ def _stream(inputs, output, fmt, quality, outscale, overwrite, console, upscaler
         fail_usage("streaming with - takes exactly one INPUT and one OUTPUT")
     if output == "-" and (sys.stdout is None or sys.stdout.closed):
         fail("standard output is closed", 1)
+    if output == "-" and sys.stdout.isatty():
+        fail_usage("standard output is a terminal: an image there would be binary noise; redirect it "
+                   "(> out.png) or name an OUTPUT file")
     try:
         if output != "-":
             check_stream_output(Path(output), overwrite)  # before the model loads or stdin is read
@@ -171,7 +178,9 @@ def _run_batch(jobs, run, console: Console, as_json, quiet) -> int:
     counts = {"done": 0, "skipped": 0, "failed": 0}
 
     def on_start(job, pixels):
-        progress.update(tiles, description=f"  {job.src.name}", completed=0, total=1, visible=True)
+        # a file name is text, not markup: "[red]x.png" is shown as it is, on one line
+        progress.update(tiles, description="  " + escape(printable(job.src.name)), completed=0, total=1,
+                        visible=True)
         progress.update(files, mp=progress.tasks[files].fields["mp"] + pixels / 1e6)
 
     def on_tile(done, total):

@@ -216,7 +216,7 @@ def probe(source: str | Path | BinaryIO) -> tuple[int, int]:
             oversized files (truncated pixel data is only found by ``decode``).
     """
     name = source_name(source)
-    fp: BinaryIO = header_window(open_input(source)) if isinstance(source, (str, Path)) else source
+    fp: BinaryIO = header_window(open_input(source), owns=True) if isinstance(source, (str, Path)) else source
     try:
         start = fp.tell()
         head = fp.read(_HEAD)

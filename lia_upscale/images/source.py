@@ -94,10 +94,15 @@ class _Window(io.RawIOBase):
     """The first ``limit`` bytes of a seekable binary file, as a file of its own (its end
     is the limit): a header parser reading past it meets end-of-file, not the rest."""
 
-    def __init__(self, fp: BinaryIO, limit: int) -> None:
+    def __init__(self, fp: BinaryIO, limit: int, owns: bool) -> None:
         super().__init__()
-        self._fp, self._limit, self._pos = fp, limit, 0
+        self._fp, self._limit, self._pos, self._owns = fp, limit, 0, owns
         self.name = getattr(fp, "name", "<stream>")
+
+    def close(self) -> None:
+        if self._owns and not self.closed:
+            self._fp.close()
+        super().close()
 
     def readable(self) -> bool:
         return True
@@ -124,8 +129,9 @@ class _Window(io.RawIOBase):
         return len(data)
 
 
-def header_window(fp: BinaryIO) -> BinaryIO:
+def header_window(fp: BinaryIO, *, owns: bool = False) -> BinaryIO:
     """``fp`` (an open regular file) seen only as far as a header may reach
-    (:data:`METADATA_ALLOWANCE`): what a header parser reads stays bounded."""
+    (:data:`METADATA_ALLOWANCE`): what a header parser reads stays bounded. ``owns``:
+    closing the window closes ``fp`` too."""
     size = os.fstat(fp.fileno()).st_size
-    return io.BufferedReader(_Window(fp, min(size, METADATA_ALLOWANCE)))
+    return io.BufferedReader(_Window(fp, min(size, METADATA_ALLOWANCE), owns))

@@ -86,6 +86,8 @@ def load_model(
     ``on_warning`` with a one-line notice (nothing is printed).
     """
     source = os.fspath(path_or_name)
+    if not str(source).strip():
+        raise WeightsError("an empty model name or weight path names no model (see `lia-upscale models`)")
     if isinstance(path_or_name, str) and source.split("@", 1)[0] in CARDS:
         card = get_card(source)
         path = resolve(source)
