@@ -156,3 +156,27 @@ def test_a_file_is_refused_exactly_when_larger_than_its_image_can_hold(tmp_path_
         with pytest.raises(ImageError, match="refused unread"):
             images.decode(path)
     assert METADATA_ALLOWANCE < limit
+
+
+def _rgb_image() -> Image.Image:
+    return Image.fromarray(np.random.default_rng(3).integers(0, 256, (6, 7, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["YCbCr", "HSV", "LAB"])
+def test_pil_colour_modes_without_a_file_are_read_as_rgb(mode):
+    im = _rgb_image().convert(mode)
+    picture = images.from_pil(im)
+    assert picture is not None and picture.rgb.shape == (6, 7, 3) and picture.kind == "rgb"
+    if mode != "LAB":  # Pillow's own conversion back to RGB is the reference
+        assert np.array_equal(picture.rgb, np.asarray(im.convert("RGB")))
+
+
+def test_pil_mode_i_in_16_bit_range_is_16_bit_gray_and_f_is_refused_in_one_line():
+    samples = np.arange(42, dtype=np.int32).reshape(6, 7) * 1500
+    picture = images.from_pil(Image.fromarray(samples, mode="I"))
+    assert picture is not None and picture.bit_depth == 16
+    assert np.allclose(picture.rgb[..., 0], samples / 65535.0)
+    with pytest.raises(ImageError, match=r"mode I samples from -1 to 40 are outside 0..65535"):
+        images.from_pil(Image.fromarray(np.arange(-1, 41, dtype=np.int32).reshape(6, 7), mode="I"))
+    with pytest.raises(ImageError, match=r"^<PIL image>: mode F \(32-bit float samples\) has no defined range"):
+        images.from_pil(Image.fromarray(np.zeros((6, 7), np.float32), mode="F"))

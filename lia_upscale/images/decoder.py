@@ -50,6 +50,7 @@ from .picture import (
     one_line,
     source_name,
 )
+from .pilmodes import readable_mode
 from .quiet import quietly
 from .source import UNKNOWN_HEADER_LIMIT, file_limit, header_window, open_input, read_input
 from .tiffread import read_tiff16, tiff_samples_text, tiff_ifd0, tiff_is_16bit_color, tiff_resolution
@@ -67,8 +68,7 @@ _OPEN_FORMATS: Final = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
 _SUPPORTED_TEXT: Final = "not a PNG, JPEG, WEBP, TIFF, BMP, HEIC or AVIF image"
 _HEAD: Final = 64  # bytes that hold the magic numbers and an ISO-BMFF ftyp box
 _HEIF_HEADER: Final = 16 * 2**20  # bytes of a HEIF file read for its size (the meta box leads)
-# Pillow's 1 MiB cap on one PNG text chunk calls a valid editor's XMP "corrupt"; its
-# MAX_TEXT_MEMORY (64 MiB for all text chunks) still bounds the whole
+# Pillow's 1 MiB cap per PNG text chunk calls a valid XMP "corrupt" (MAX_TEXT_MEMORY stays)
 PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, 16 * 2**20)
 
 
@@ -175,8 +175,10 @@ def max_pixels() -> int:
 def from_pil(image: Image.Image) -> Picture | None:
     """A :class:`Picture` of an in-memory PIL image, as :func:`decode` (``samples=True``:
     8-bit colour stays uint8) would make of it saved as PNG (modes, tRNS transparency, ICC,
-    DPI, EXIF, XMP kept; no orientation applied, as a PNG has none), without encoding it. None for modes read only through a file (32-bit "I",
-    "F"): save those and :func:`decode` them."""
+    DPI, EXIF, XMP kept; no orientation applied, as a PNG has none), without encoding it.
+    Other modes as :func:`~.pilmodes.readable_mode` makes them (or its ImageError); None
+    for a mode Pillow only reads from files (save and :func:`decode` those)."""
+    image = readable_mode(image)
     if image.mode not in ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBX", "RGBA", "RGBa", "CMYK",
                           "I;16", "I;16B", "I;16L", "I;16N"):
         return None
@@ -272,8 +274,7 @@ def _read_source(source: str | Path | bytes | BinaryIO) -> tuple[str, bytes]:
 
 
 def _read_bounded(fp: BinaryIO, name: str) -> bytes:
-    """The bytes of an open image file, read only once its header says how large an image
-    it holds, and only when the file is no larger than such an image can be."""
+    """The bytes of an open image file, read only when its header's image can be that large."""
     try:
         width, height = probe(header_window(fp))
     except ImageError:
