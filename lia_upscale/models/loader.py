@@ -15,7 +15,7 @@ from .detect import detect_config, load_state
 from .cards import CARDS, ModelCard, get_card
 from .descriptor import ModelDescriptor, describe
 from .registry import resolve
-from .reparam import fold_training_state, is_training_form
+from .reparam import fold_training_state, folded_shapes, is_training_form
 from .weightfile import read_any_safetensors, read_torch_file, sniff_weight_file, unwrap_checkpoint
 
 __all__ = ["Model", "load_model"]
@@ -62,6 +62,7 @@ def _read(path: Path) -> tuple[PlainUSRConfig, str, dict[str, torch.Tensor], lis
         state, notes = unwrap_checkpoint(read_torch_file(path), path)
     try:
         if is_training_form(state):
+            folded_shapes({k: tuple(v.shape) for k, v in state.items()})  # every shape before any data
             state = fold_training_state(state)
             notes.append("training form folded into the deploy form")
         config, variant = detect_config({k: tuple(v.shape) for k, v in state.items()})

@@ -454,6 +454,11 @@ def sniff_weight_file(path: str | os.PathLike[str]) -> str | None:
     return "torch" if magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80" else None
 
 
+def _is_zip(path: Path) -> bool:
+    with _open_checked(path) as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
 def read_torch_file(path: str | os.PathLike[str]) -> object:
     """What a ``torch.save`` file holds, loaded on the CPU with ``weights_only=True`` (tensors,
     containers, numbers, strings); a file that needs any other object raises WeightsError,
@@ -461,13 +466,16 @@ def read_torch_file(path: str | os.PathLike[str]) -> object:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such weight file")
-    if sniff_weight_file(path) == "safetensors":
+    kind = sniff_weight_file(path)
+    if kind == "safetensors":
         raise _fail(path, "is a safetensors file, not a torch checkpoint; name it .safetensors "
                           "(lia-upscale loads it as it is)")
     try:
         with warnings.catch_warnings():  # torch's two-line notices are not the user's business
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            # a zip checkpoint is mapped, not read: its tensors' shapes are checked before their data is touched
+            zipped = kind == "torch" and _is_zip(path)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
     except pickle.UnpicklingError as e:
         raise _fail(path, _refusal(e)) from None
     except Exception as e:  # noqa: BLE001 - any failure of an untrusted file is a WeightsError
