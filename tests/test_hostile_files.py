@@ -195,3 +195,67 @@ def test_a_dead_temporary_of_another_target_is_kept_by_a_targeted_sweep(tmp_path
     b = _killed_run_temporary(tmp_path / "b.png")
     assert remove_stale_temporaries(tmp_path, tmp_path / "a.png") == [a]
     assert b.exists()
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_BEFORE = ["absent", "file", "fifo", "directory", "link-to-/dev/null", "link-to-file"]
+_DURING = ["nothing", "file appears", "fifo appears", "removed"]
+
+
+def _make(path: Path, kind: str) -> None:
+    if kind == "file":
+        path.write_bytes(b"theirs")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "link-to-/dev/null":
+        path.symlink_to("/dev/null")
+    elif kind == "link-to-file":
+        (path.parent / "real").write_bytes(b"theirs")
+        path.symlink_to(path.parent / "real")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(before=st.sampled_from(_BEFORE), during=st.sampled_from(_DURING),
+       overwrite=st.sampled_from([True, False, None]))
+def test_the_writer_replaces_only_what_the_policy_allows(tmp_path_factory, before, during, overwrite):
+    """Whatever is at the path before and during a write, and whatever the policy: a path
+    that is not a regular file is never replaced, an existing file only when overwrite
+    allows it (None: only one that was there when the write began), and no temporary file
+    is ever left."""
+    folder = tmp_path_factory.mktemp("w")
+    target = folder / "out.png"
+    _make(target, before)
+    try:
+        staged = StagedFile(target)
+    except NotRegularFileError:
+        assert before in ("fifo", "directory", "link-to-/dev/null")
+        assert sorted(p.name for p in folder.iterdir() if p.name != "real") == ["out.png"]
+        return
+    assert before in ("absent", "file", "link-to-file")
+    staged.fp.write(b"ours")
+    if during == "removed" and os.path.lexists(target):
+        target.unlink()
+    elif during == "file appears" and not os.path.lexists(target):
+        target.write_bytes(b"theirs")
+    elif during == "fifo appears" and not os.path.lexists(target):
+        os.mkfifo(target)
+    present = os.path.lexists(target)
+    regular = present and stat.S_ISREG(os.stat(target).st_mode)
+    allowed = (overwrite is True or (overwrite is None and staged.existed)) if present else True
+    try:
+        staged.commit(overwrite=overwrite)
+        committed = True
+    except OSError:
+        committed = False
+    if not present:
+        assert committed and target.read_bytes() == b"ours"
+    elif not regular:
+        assert not committed and stat.S_ISFIFO(os.lstat(target).st_mode)
+    else:
+        assert committed == allowed, (before, during, overwrite)
+        assert target.read_bytes() == (b"ours" if allowed else b"theirs")
+    assert [p.name for p in folder.iterdir() if p.name.endswith(".part")] == []
