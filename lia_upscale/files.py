@@ -205,6 +205,11 @@ class StagedFile:
             raise
         self._open = True
 
+    @property
+    def temporary(self) -> Path:
+        """The temporary file's path (to read back what was written, before commit or discard)."""
+        return self._tmp
+
     def commit(self, *, overwrite: bool | None = None) -> None:
         """Flush, fsync, close and move the file to its path; removes it on failure.
 

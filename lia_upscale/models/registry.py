@@ -7,7 +7,6 @@ import http.client
 import importlib.resources
 import importlib.util
 import os
-import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -15,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import WeightsError, byte_count
+from ..files import StagedFile, remove_stale_temporaries
 from .cards import ALL_CARDS, CARDS, ModelCard, card_for_file, get_card
 from .detect import detect_config
 from .weightfile import read_pth, save_weights
@@ -181,16 +181,17 @@ def _download(
     """Fetch ``url`` to a temporary file in ``dest`` within ``deadline_s``, then check and convert it."""
     _make_folder(dest)
     end = time.monotonic() + deadline_s
-    fd, tmp_name = tempfile.mkstemp(dir=dest, prefix=f".{card.file}.", suffix=".part")
-    tmp = Path(tmp_name)
+    remove_stale_temporaries(dest, dest / card.file)  # what a killed install's download left
+    try:  # a temporary file of the one writer: locked and marked, so a killed download is swept
+        staged = StagedFile(dest / card.file)
+    except OSError as e:
+        raise WeightsError(f"cannot write in the weights folder {dest} ({e.strerror or e})") from None
+    out = staged.fp
     try:
         digest = hashlib.sha256()
         done = 0
         try:
-            with (
-                os.fdopen(fd, "wb") as out,
-                urllib.request.urlopen(url, timeout=min(_TIMEOUT_S, deadline_s)) as resp,
-            ):
+            with urllib.request.urlopen(url, timeout=min(_TIMEOUT_S, deadline_s)) as resp:
                 length = resp.headers.get("Content-Length")
                 total = int(length) if length and length.isdecimal() and len(length) < 20 else None
                 cap = MAX_DOWNLOAD_BYTES if total is None else total
@@ -212,9 +213,10 @@ def _download(
             raise WeightsError(f"download of {url} failed: {e}") from None
         if total is not None and done != total:
             raise WeightsError(f"download of {url} was cut short: {done} of {total} bytes")
-        return _install_verified(card, tmp, digest.hexdigest(), dest)
+        out.flush()
+        return _install_verified(card, staged.temporary, digest.hexdigest(), dest)
     finally:
-        tmp.unlink(missing_ok=True)
+        staged.discard()
 
 
 def _card_for_source(file_name: str, source: str) -> ModelCard:
