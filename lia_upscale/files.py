@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["StagedFile", "NotRegularFileError", "atomic_writer", "atomic_write", "check_writable_target",
+__all__ = ["StagedFile", "NotRegularFileError", "atomic_writer", "atomic_write", "check_writable_target", "open_regular",
            "discard_temporaries_for", "remove_stale_temporaries", "OWNER_ATTRIBUTE"]
 
 #: The extended attribute that marks a temporary file as lia-upscale's own.
@@ -48,8 +48,18 @@ _TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{%d}%s" % (_RANDOM, re.escape(_SUFFIX))
 
 
 class NotRegularFileError(OSError):
-    """A path we would write exists and is not a regular file (a directory, named pipe,
-    device or socket): it is never replaced."""
+    """A path we would write, or read, exists and is not a regular file (a directory, named
+    pipe, device or socket): it is never replaced, nor read. ``what`` names what it is
+    (``"a named pipe (FIFO)"``)."""
+
+    what: str = "not a regular file"
+
+    @classmethod
+    def at(cls, path: str | os.PathLike[str], mode: int, why: str) -> NotRegularFileError:
+        """The error for ``path`` of file ``mode``; ``why`` follows what it is in the message."""
+        error = cls(errno.EEXIST, f"is {_kind(mode)}, {why}", os.fspath(path))
+        error.what = _kind(mode)
+        return error
 
 
 def _kind(mode: int) -> str:
@@ -78,10 +88,25 @@ def check_writable_target(path: str | os.PathLike[str]) -> bool:
             return False  # cannot exist as a file: creating it will say why
         raise
     if not stat.S_ISREG(st.st_mode):
-        what = _kind(st.st_mode)
-        raise NotRegularFileError(errno.EEXIST, f"exists and is {what}, not a regular file: never replaced",
-                                  os.fspath(path))
+        raise NotRegularFileError.at(path, st.st_mode, "not a regular file: never replaced")
     return True
+
+
+def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+    """Open ``path`` for reading without blocking (a named pipe with no writer, a device) and
+    check the open descriptor with fstat: only a regular file is returned, so a file swapped
+    for a pipe or a link to ``/dev/zero`` fails here, at once. Raises
+    :class:`NotRegularFileError` for anything else, OSError when it cannot be opened."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError.at(path, mode, "not a regular file")
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _umask() -> int:

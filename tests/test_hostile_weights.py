@@ -242,3 +242,13 @@ def test_weights_install_refuses_an_announced_size_over_the_maximum(tmp_path, mo
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_weight_file_that_is_a_named_pipe_fails_at_once(tmp_path):
+    from lia_upscale.models import read_header
+
+    os.mkfifo(tmp_path / "w.safetensors")  # no writer: a blocking open would wait for ever
+    result = subprocess.run([sys.executable, "-c", "import sys\nfrom lia_upscale.models import read_header\n"
+                             "try:\n    read_header(sys.argv[1])\nexcept Exception as e:\n    print(e)",
+                             str(tmp_path / "w.safetensors")], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == f"{tmp_path / 'w.safetensors'}: is a named pipe (FIFO), not a weight file"

@@ -3,14 +3,13 @@ file, and never more bytes than an image of its header's size can hold."""
 
 from __future__ import annotations
 
-import fcntl
 import io
 import os
-import stat
 from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import ImageError, byte_count
+from ..files import NotRegularFileError, open_regular
 
 __all__ = ["open_input", "read_input", "file_limit", "header_window", "METADATA_ALLOWANCE", "UNKNOWN_HEADER_LIMIT"]
 
@@ -24,18 +23,6 @@ _RAW_FACTOR = 4
 _MAX_BYTES_PER_PIXEL = 8
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe (FIFO)"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a regular file"
-
-
 def open_input(path: str | os.PathLike[str]) -> BinaryIO:
     """Open ``path`` for reading without blocking (a named pipe with no writer, a device)
     and check the open descriptor with fstat: only a regular file is returned, so a file
@@ -46,25 +33,13 @@ def open_input(path: str | os.PathLike[str]) -> BinaryIO:
     """
     name = str(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
-    except FileNotFoundError:
-        raise ImageError(f"{name}: no such file") from None
+        return open_regular(path)
+    except NotRegularFileError as exc:
+        raise ImageError(f"{name}: is {exc.what}, not an image file") from None
     except PermissionError:
         raise ImageError(f"{name}: permission denied") from None
-    except IsADirectoryError:
-        raise ImageError(f"{name}: is a directory, not an image file") from None
     except OSError as exc:
         raise ImageError(f"{name}: cannot read ({exc.strerror or exc})") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise ImageError(f"{name}: is {_kind(mode)}, not an image file")
-        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def file_limit(width: int, height: int) -> int:

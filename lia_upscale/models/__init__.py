@@ -8,11 +8,11 @@ from .cards import ALL_CARDS, CARDS, PURPOSES, ModelCard, card_for_file, default
 from .descriptor import ModelDescriptor, describe
 from .reparam import fold_training_state, is_training_form
 from .registry import ProgressCallback, embedded_weights_dir, install, list_models, resolve, user_weights_dir
+from .destination import check_destination
 from .weightfile import (
     FORMAT,
     FORMAT_VERSION,
     WeightHeader,
-    check_destination,
     convert,
     read_any_safetensors,
     read_header,

@@ -8,7 +8,7 @@ import pickle
 import re
 import struct
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -20,8 +20,9 @@ from safetensors.torch import save as _safetensors_save
 from torch import nn
 
 from ..errors import WeightsError
-from ..files import NotRegularFileError, atomic_writer, check_writable_target
+from ..files import NotRegularFileError, atomic_writer, open_regular
 from ..nn import VARIANTS, PlainUSRConfig
+from .destination import check_destination
 from .detect import Shape, check_values, detect_config
 from .reparam import folded_shapes, is_training_form
 
@@ -38,7 +39,6 @@ __all__ = [
     "sniff_weight_file",
     "unwrap_checkpoint",
     "convert",
-    "check_destination",
     "WRAPPERS",
 ]
 
@@ -206,10 +206,13 @@ def _validate(
 
 
 def _open_checked(path: Path) -> BinaryIO:
+    """``path`` open for reading: a regular file, opened without blocking (see ``open_regular``)."""
     try:
-        return open(path, "rb")
+        return open_regular(path)
     except FileNotFoundError:
         raise WeightsError(f"{path}: no such weight file") from None
+    except NotRegularFileError as e:
+        raise WeightsError(f"{path}: is {e.what}, not a weight file") from None
     except OSError as e:
         raise WeightsError(f"{path}: cannot read ({e.strerror or e})") from None
 
@@ -365,31 +368,6 @@ def _write_error(path: Path, error: OSError) -> WeightsError:
     return WeightsError(f"{path}: cannot write ({error.strerror or error})")
 
 
-def check_destination(dst: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]], *,
-                      overwrite: bool) -> None:
-    """Refuse, before any work, to write ``dst`` when it is one of ``inputs`` (always), an
-    existing file (unless ``overwrite``) or an existing path that is not a regular file
-    (always). Raises WeightsError with one line."""
-    dst = Path(dst)
-    try:
-        exists = check_writable_target(dst)
-    except NotRegularFileError as e:
-        raise WeightsError(f"{dst}: {e.strerror}") from None
-    except OSError as e:
-        raise WeightsError(f"{dst}: cannot write ({e.strerror or e})") from None
-    if not exists:
-        return
-    for src in inputs:
-        try:
-            same = os.path.samefile(src, dst)
-        except OSError:
-            same = False
-        if same:
-            raise WeightsError(f"{dst}: is the input {src}; refused (a file is never written over its own source)")
-    if not overwrite:
-        raise WeightsError(f"{dst}: exists; not replaced without --overwrite")
-
-
 #: Checkpoint wrappers, most preferred first: BasicSR/neosr keep ``params_ema`` (the EMA
 #: weights, the ones to use) beside ``params``; other trainers save ``state_dict``.
 WRAPPERS = ("params_ema", "params", "state_dict")
@@ -509,7 +487,7 @@ def convert(
     before anything is read. Returns the written header.
     """
     src = Path(src_pth)
-    check_destination(dst_safetensors, [src], overwrite=overwrite)
+    check_destination(dst_safetensors, [src], overwrite=overwrite)  # before anything is read
     state = read_pth(src)
     try:
         detect_config({k: tuple(v.shape) for k, v in state.items()})
