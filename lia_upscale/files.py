@@ -193,7 +193,10 @@ def _rename_no_replace(src: Path, dst: Path) -> None:
 def _mark_ours(fd: int) -> None:
     """Lock ``fd`` for as long as it is open, then record that the file is ours (lock first:
     a record without a live lock means its writer is dead)."""
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a brand-new file: nobody else holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a brand-new file: nobody else holds it
+    except OSError:
+        return  # no locks on this file system: without a live lock, no record either (never swept)
     try:
         os.setxattr(fd, OWNER_ATTRIBUTE, _OWNER_RECORD)
     except (OSError, AttributeError):

@@ -245,8 +245,6 @@ def test_weights_install_refuses_an_announced_size_over_the_maximum(tmp_path, mo
 
 
 def test_a_weight_file_that_is_a_named_pipe_fails_at_once(tmp_path):
-    from lia_upscale.models import read_header
-
     os.mkfifo(tmp_path / "w.safetensors")  # no writer: a blocking open would wait for ever
     result = subprocess.run([sys.executable, "-c", "import sys\nfrom lia_upscale.models import read_header\n"
                              "try:\n    read_header(sys.argv[1])\nexcept Exception as e:\n    print(e)",
