@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["LiaError", "WeightsError", "ImageError", "DeviceError", "OutputError", "byte_count"]
+__all__ = ["LiaError", "WeightsError", "ImageError", "DeviceError", "OutputError", "OutputExistsError", "byte_count"]
 
 
 class LiaError(Exception):
@@ -23,6 +23,11 @@ class DeviceError(LiaError):
 
 class OutputError(LiaError):
     """An output file cannot be written (permissions, full disk, bad format choice)."""
+
+
+class OutputExistsError(OutputError):
+    """An output's path was taken after the run was planned (another program, another run):
+    the file there is kept, not replaced, as overwrite was not asked for."""
 
 
 def byte_count(n: float) -> str:

@@ -259,3 +259,32 @@ def test_the_writer_replaces_only_what_the_policy_allows(tmp_path_factory, befor
         assert committed == allowed, (before, during, overwrite)
         assert target.read_bytes() == (b"ours" if allowed else b"theirs")
     assert [p.name for p in folder.iterdir() if p.name.endswith(".part")] == []
+
+
+def test_an_image_output_that_appeared_is_an_output_exists_error_and_is_kept(tmp_path):
+    """The images layer names the case for the doors: OutputExistsError, a kind of OutputError,
+    which a batch can report as "skipped"."""
+    import numpy as np
+
+    from lia_upscale import images
+    from lia_upscale.errors import OutputExistsError
+
+    picture = images.decode(_png_bytes())
+    target = tmp_path / "out.png"
+    target.write_bytes(b"theirs")
+    with pytest.raises(OutputExistsError, match="out.png: exists"):
+        images.save(picture, target, "PNG", None, overwrite=False)
+    assert target.read_bytes() == b"theirs"
+    images.save(picture, target, "PNG", None, overwrite=True)
+    assert np.array_equal(images.decode(target).rgb, picture.rgb)
+
+
+def _png_bytes() -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (4, 5, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()

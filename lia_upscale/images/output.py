@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import OutputError
+from ..errors import OutputError, OutputExistsError
 from ..files import NotRegularFileError, StagedFile, atomic_write
 from .encoder import encode_bytes, encode_samples, format_for_suffix, stream_writer
 from .picture import Picture
@@ -22,8 +22,8 @@ def _output_error(dst: Path, exc: OSError) -> OutputError:
     if isinstance(exc, NotRegularFileError):
         return OutputError(f"{dst}: {exc.strerror}")
     if isinstance(exc, FileExistsError):
-        return OutputError(f"{dst}: exists (it appeared while this file was being made); not replaced "
-                           "without --overwrite")
+        return OutputExistsError(f"{dst}: exists (it appeared while this file was being made); not replaced "
+                                 "without --overwrite")
     return OutputError(f"cannot write {dst}: {exc.strerror or exc}")
 
 
