@@ -64,7 +64,8 @@ class _MegapixelRate(ProgressColumn):
               help="Model scale (default: the model's; 4 for the default model, 2 when --outscale <= 2).")
 @model_options
 @click.option("--outscale", type=FiniteFloat(min=0, min_open=True, max=MAX_OUTSCALE), default=None,
-              help="Any final factor: the model's scale, then an antialiased bicubic resample to round(size * F).")
+              help="Any final factor up to 64: the model's scale, then an antialiased bicubic resample to "
+                   "round(size * F).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="same", show_default=True)
 @click.option("--quality", type=click.IntRange(1, 100), default=None, help="JPEG/WebP/HEIC/AVIF quality (default 95 JPEG/WebP, 90 HEIC/AVIF).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them).")
