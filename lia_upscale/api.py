@@ -20,7 +20,7 @@ from .engine.samples import check_finite
 from .engine.budget import default_budget
 from .engine.device import choose_device, choose_dtype
 from .engine.threads import set_cpu_threads
-from .errors import LiaError
+from .errors import LiaError, byte_count
 
 __all__ = ["Upscaler", "NetworkOutput", "Finish", "resolve_model_source", "output_size", "kept_bytes"]
 
@@ -78,7 +78,7 @@ def kept_bytes(layout: images.Layout, streamed: bool) -> float:
 
 
 def _gb(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB"
+    return byte_count(n)  # "1000 bytes", not "0.0 GiB"
 
 
 class Finish:

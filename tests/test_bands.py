@@ -19,6 +19,7 @@ from lia_upscale.engine.assembly import FullImage
 from lia_upscale.engine.tiling import TileContract, upscale, upscale_into
 from lia_upscale.images.rows import Layout, PngStream, SampleStore, quantize
 from lia_upscale.images.tiff import TiffStream
+from lia_upscale.errors import byte_count
 
 
 def smooth_fn(scale: int):
@@ -372,7 +373,7 @@ def test_an_image_over_the_memory_budget_fails_alone_naming_the_numbers(tmp_path
     assert proc.returncode == 1
     line = [ln for ln in proc.stderr.splitlines() if "big.png" in ln]
     assert len(line) == 1 and "300x200 at x4 (1200x800) needs about" in line[0]
-    assert "over the memory budget of 0.0 GiB (--max-memory)" in line[0]
+    assert "over the memory budget of 20.0 MiB (--max-memory)" in line[0]  # not "0.0 GiB" (issue 25)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     bad = subprocess.run([sys.executable, "-m", "lia_upscale", str(tmp_path / "big.png"), str(tmp_path / "o2"),
                           "--max-memory", "lots"], capture_output=True, text=True, timeout=300)
@@ -408,7 +409,7 @@ def test_an_image_that_cannot_fit_is_refused_from_its_header_before_decoding(tmp
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ok.png"]
     # the bytes door (object stores, stdin) too; a budget that holds it reaches the decoder
     up = Upscaler(model="lia-u-x4", device="cpu", max_memory=200 << 20)
-    with pytest.raises(LiaError, match="needs about .* over the memory budget of 0.2 GiB"):
+    with pytest.raises(LiaError, match="needs about .* over the memory budget of 200.0 MiB"):
         up.decode(_png_header_only(9000, 9000))
     up.max_memory = 1 << 50
     with pytest.raises(ImageError, match="<bytes>"):
@@ -439,7 +440,7 @@ def test_the_header_check_refuses_only_what_no_tile_fits(tmp_path):
     assert Image.open(tmp_path / f"out{least}" / "a.png").size == (2000, 2000)
     refused = cli(least - 1)
     assert refused.returncode == 1
-    assert f"needs about {least / 2**30:.1f} GiB at the least" in refused.stderr
+    assert f"needs about {byte_count(least)} at the least" in refused.stderr
     assert not list((tmp_path / f"out{least - 1}").glob("*.png"))
     data = (tmp_path / "in" / "a.png").read_bytes()
     up.max_memory = least

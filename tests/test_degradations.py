@@ -134,7 +134,7 @@ def test_train_fine_tunes_on_photo_degradations(tmp_path: Path) -> None:
     assert any(not torch.equal(v, ckpt["model"][k]) for k, v in ckpt["ema"].items())
     # a start file of another variant is refused with one clear line
     bad = CliRunner().invoke(main, args[:-4] + ["--init", str(init), "--variant", "U", "--checkpoint",
-                                                str(tmp_path / "other.ckpt")])
+                                                str(tmp_path / "other.ckpt"), "--overwrite"])
     assert bad.exit_code == 2 and "not U x2" in bad.output
 
 

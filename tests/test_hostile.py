@@ -270,16 +270,33 @@ def test_sigterm_during_a_write_leaves_no_temporary_file(tmp_path, x2):
     assert_no_traceback(proc)
 
 
+_KILLED_WRITER = r"""
+import os, signal, sys
+from pathlib import Path
+from lia_upscale.files import StagedFile
+for target in sys.argv[1:]:
+    StagedFile(Path(target)).fp.write(b"partial")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
 def test_run_removes_stale_temporary_files_of_its_naming(tmp_path, x2):
-    """A SIGKILLed run leaves ``.NAME.XXXXXXXX.part``; the next run over that folder removes them."""
+    """A SIGKILLed run leaves ``.NAME.XXXXXXXX.part``; the next run over that folder removes them.
+
+    Issue 25: the temporaries are a real killed writer's (owner record, lock released), and
+    a user's file merely named like one is kept, however old."""
     _png(tmp_path / "in" / "a.png")
     _png(tmp_path / "in" / "sub" / "b.png", seed=1)
     out = tmp_path / "out"
     (out / "sub").mkdir(parents=True)
-    stale = [out / ".a.png.k3j_4h5q.part", out / "sub" / ".b.png.x8d2mq0z.part"]
-    foreign = [out / "notes.part", out / ".hidden"]
+    killed = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(out / "a.png"), str(out / "sub" / "b.png")],
+                            timeout=TIMEOUT)
+    assert killed.returncode == -signal.SIGKILL
+    stale = sorted(p for p in out.rglob(".*.part"))
+    assert [p.name.split(".")[1] for p in stale] == ["a", "b"]
+    foreign = [out / "notes.part", out / ".hidden", out / ".a.png.k3j_4h5q.part"]
     hour_ago = time.time() - 3600
-    for p in stale + foreign:
+    for p in foreign:
         p.write_bytes(b"partial")
         os.utime(p, (hour_ago, hour_ago))
     proc = cli(["in/", "out/", "--weights", str(x2), "-q"], tmp_path)

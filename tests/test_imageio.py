@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import subprocess
 import sys
@@ -614,10 +615,10 @@ def test_permission_denied_and_missing(tmp_path: Path, monkeypatch: pytest.Monke
     path = tmp_path / "locked.png"
     path.write_bytes(_save(Image.new("RGB", (2, 2)), "PNG"))
 
-    def denied(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied", str(self))
+    def denied(file, *args, **kwargs) -> int:
+        raise PermissionError(13, "Permission denied", str(file))
 
-    monkeypatch.setattr(Path, "read_bytes", denied)  # root ignores chmod 000
+    monkeypatch.setattr(os, "open", denied)  # root ignores chmod 000; the one input opener uses os.open
     with pytest.raises(ImageError) as exc:
         decode(path)
     _one_line_error(exc, "permission denied", "locked.png")

@@ -176,10 +176,10 @@ def test_cli_upscale_denoise(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--denoise", "1.5"], "Invalid value for '--denoise': 1.5 is not in the range 0<=x<=1."),
-    (["--denoise", "-0.1"], "Invalid value for '--denoise': -0.1 is not in the range 0<=x<=1."),
-    (["--denoise", "nan"], "Invalid value for '--denoise': nan is not a finite number"),
-    (["--denoise", "half"], "Invalid value for '--denoise': 'half' is not a valid float range."),
+    (["--denoise", "1.5"], "error: --denoise: 1.5 is not in the range 0<=x<=1."),
+    (["--denoise", "-0.1"], "error: --denoise: -0.1 is not in the range 0<=x<=1."),
+    (["--denoise", "nan"], "error: --denoise: 'nan' is not a finite number"),
+    (["--denoise", "half"], "error: --denoise: 'half' is not a valid number."),
     (["--denoise", "0.5", "--model", "lia-u-x2"],
      "error: model lia-u-x2@1 has no clean endpoint, so it takes no denoise strength "
      "(models that do: lia-photo-x2@3, lia-photo-x4@4)"),

@@ -55,8 +55,13 @@ def test_train_exports_a_model_that_beats_its_initialisation(tmp_path: Path) -> 
     init_identity(start)
     pairs = benchmark_pairs(val)
     assert evaluate_psnr(trained.module, pairs, torch.device("cpu")) > evaluate_psnr(start, pairs, torch.device("cpu")) + 0.5
-    # the checkpoint resumes: the same command again finds the run finished and re-exports
-    again = CliRunner().invoke(main, args)
+    # an existing --out is never replaced unasked (issue 25): refused before any training
+    exported = out.read_bytes()
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 2 and "exists; not replaced without --overwrite" in refused.output, refused.output
+    assert out.read_bytes() == exported
+    # the checkpoint resumes: the same command with --overwrite finds the run finished and re-exports
+    again = CliRunner().invoke(main, [*args, "--overwrite"])
     assert again.exit_code == 0, again.output
     assert load_model(out).module.state_dict()["head.weight"].equal(trained.module.state_dict()["head.weight"])
 

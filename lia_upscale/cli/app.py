@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import signal
 import sys
 import threading
@@ -13,6 +12,7 @@ from rich.markup import escape
 
 from .. import __version__
 from ..errors import LiaError
+from .options import MAX_TILE, ByteSize, Count, FiniteFloat, NonEmptyPath, Threads
 
 #: Exit statuses: 128 + the signal's number, as a shell reports a process the signal killed.
 EXIT_INTERRUPTED = 130
@@ -49,6 +49,11 @@ class DefaultGroup(click.Group):
             signal.signal(signal.SIGTERM, _terminate)
         try:
             return super().invoke(ctx)
+        except click.BadParameter as exc:  # an option's value: one line naming the option
+            hint = "/".join(exc.param.opts) if exc.param is not None and exc.param.opts else exc.param_hint
+            fail_usage(f"{hint}: {exc.message}" if hint else exc.format_message())
+        except click.UsageError as exc:
+            fail_usage(f"{exc.format_message()} (see --help)")
         except KeyboardInterrupt as exc:
             say(make_console(), "interrupted")
             sys.exit(interrupt_status(exc))
@@ -78,11 +83,9 @@ def fail_usage(message: str) -> None:
     fail(message, 2)
 
 
-def finite_float(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    """A click callback: NaN and infinity are not factors."""
-    if value is not None and not math.isfinite(value):
-        raise click.BadParameter(f"{value} is not a finite number")
-    return value
+def no_images(inputs) -> str:
+    """The usage error for inputs that hold no image (an empty folder, a glob matching none)."""
+    return f"no images in {', '.join(map(str, inputs))} (PNG, JPEG, WEBP, TIFF, BMP, HEIC or AVIF)"
 
 
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -95,30 +98,20 @@ def main() -> None:
 
 
 def model_options(f):
-    f = click.option("--denoise", type=click.FloatRange(0, 1), default=None, callback=finite_float, metavar="S",
+    f = click.option("--denoise", type=FiniteFloat(0, 1), default=None, metavar="S",
                      help="Strength of the photo model, 0 to 1: 0 is the clean network it was fine-tuned "
                           "from, 1 the photo model (default: its card's, see `lia-upscale models`).")(f)
-    f = click.option("--weights", type=click.Path(dir_okay=False), help="A .safetensors or .pth weight file.")(f)
+    f = click.option("--weights", type=NonEmptyPath(dir_okay=False), help="A .safetensors or .pth weight file.")(f)
     f = click.option("--model", "model_name", help="A model name from `lia-upscale models`.")(f)
     return f
 
 
-def _threads(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    """A click callback: ``--threads`` is a whole number >= 1; anything else is one line and exit 2."""
-    if value is None:
-        return None
-    text = value.strip()
-    if not (text.isdecimal() and int(text) >= 1):
-        fail_usage(f"--threads must be a whole number >= 1, not {value!r}")
-    return int(text)
-
-
 def engine_options(f):
-    f = click.option("--threads", callback=_threads, default=None, metavar="N",
-                     help="CPU threads for the network (default: all cores).")(f)
+    f = click.option("--threads", type=Threads(), default=None, metavar="N",
+                     help="CPU threads for the network, at most the machine's CPUs (default: all cores).")(f)
     f = click.option("--tta", is_flag=True,
                      help="x8 self-ensemble (rotations and mirrors averaged): 8x the time, a little more fidelity.")(f)
-    f = click.option("--tile", type=click.IntRange(min=0), default=None,
+    f = click.option("--tile", type=Count(0, MAX_TILE), default=None,
                      help="Tile edge in input pixels, at least 16 (0: whole image; default: measured, see README).")(f)
     f = click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
                      show_default=True, help="auto: fp16 on CUDA, fp32 on the CPU.")(f)
@@ -126,31 +119,11 @@ def engine_options(f):
     return f
 
 
-class ByteSize(click.ParamType):
-    """A size in bytes: a number with an optional K, M, G or T suffix (powers of 1024)."""
-
-    name = "size"
-    _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
-        unit = text[-1:] if text[-1:] in self._UNITS else ""
-        try:
-            number = float(text[: len(text) - len(unit)])
-        except ValueError:
-            self.fail(f"{value!r} is not a size (e.g. 4G, 512M)", param, ctx)
-        if not (number > 0 and number * self._UNITS[unit] < 2**62):
-            self.fail(f"{value!r} is not a positive size", param, ctx)
-        return int(number * self._UNITS[unit])
-
-
 def memory_options(f):
     f = click.option("--max-memory", type=ByteSize(), default=None,
                      help="Memory one image may use, e.g. 4G (default: 3/4 of the memory available); "
                           "tiles shrink to fit, and an image that cannot fit fails before it runs.")(f)
-    f = click.option("--max-pixels", type=click.IntRange(min=1), default=None,
+    f = click.option("--max-pixels", type=Count(1, 2**40), default=None,
                      help="Largest input in pixels (default 89,478,485: decompression-bomb protection).")(f)
     return f
 

@@ -9,44 +9,35 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import LiaError
-from .app import fail, fail_usage, main, make_console
-
-
-def _size(text: str) -> int | tuple[int, int]:
-    """``"512"`` -> 512; ``"1152x864"`` (width x height) -> (864, 1152); at least 7 pixels a side."""
-    try:
-        parts = [int(v) for v in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) not in (1, 2) or min(parts) < 7:
-        raise click.BadParameter(f"{text!r} is not an edge or WIDTHxHEIGHT of at least 7 pixels")
-    return parts[0] if len(parts) == 1 else (parts[1], parts[0])
+from .app import fail, fail_usage, main, make_console, printable
+from .options import MAX_TILE, Count, ImageEdges, Threads
 
 
 @main.command("bench")
 @click.option("--model", "model_names", multiple=True, help="A model name (repeatable).")
 @click.option("--weights", multiple=True, type=click.Path(exists=True),
               help="A weight file, or a folder of them (repeatable).")
-@click.option("--size", "sizes", multiple=True, callback=lambda ctx, param, value: [_size(v) for v in value],
+@click.option("--size", "sizes", multiple=True, type=ImageEdges(),
               help="Input size: a square edge (512) or WIDTHxHEIGHT (1152x864); repeatable; default: 512 "
                    "unless --photo.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", "precisions", multiple=True, type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
               default=("auto",), show_default=True, help="Repeatable; auto: fp32 on the CPU, fp16 and fp32 on CUDA.")
-@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--repeats", type=Count(1, 1000), default=3, show_default=True,
               help="Timed runs per case (cases alternate; the median counts).")
-@click.option("--threads", "thread_counts", multiple=True, type=click.IntRange(min=1),
+@click.option("--threads", "thread_counts", multiple=True, type=Threads(),
               help="CPU threads to measure at (repeatable; default: 1 and all cores).")
 @click.option("--photo", is_flag=True,
               help="1-MP (1152x864) and 12-MP (4000x3000) inputs, whole image against tiles (slow; "
                    "with --size, in addition).")
-@click.option("--matmul-size", type=click.IntRange(min=0), default=2048, show_default=True,
+@click.option("--matmul-size", type=Count(0, 16384), default=2048, show_default=True,
               help="Edge of the float32 matmul that gives each thread count's peak (0: skip).")
 @click.option("--cases", default="naive,whole,tiled", show_default=True,
               help="Comma-separated subset of naive,whole,tiled, or none.")
-@click.option("--tile", type=click.IntRange(min=0), default=None,
+@click.option("--tile", type=Count(0, MAX_TILE), default=None,
               help="Tile edge of the tiled case (default: the engine's default for the device).")
 @click.option("--no-memory", is_flag=True, help="Skip the peak-memory measurements.")
 @click.option("--tile-search/--no-tile-search", default=None, help="Find the largest tile that fits (default: on CUDA).")
@@ -73,6 +64,15 @@ def bench_cmd(model_names, weights, sizes, device, precisions, repeats, thread_c
         fail_usage(f"--cases takes a subset of {','.join(CASES)} (or none), not {cases!r}")
     if plot and not eval_dir:
         fail_usage("--plot needs --eval-dir (PSNR-Y comes from evaluating every model)")
+    from .. import images, models
+
+    for name in model_names:  # a name that names nothing is a usage error, as for upscale
+        try:
+            models.get_card(name)
+        except LiaError as exc:
+            fail_usage(str(exc))
+    if pipeline and not any(p.suffix.lower() in images.FORMAT_SUFFIXES for p in Path(pipeline).rglob("*")):
+        fail_usage(f"--pipeline {pipeline}: no images in this folder")
     try:
         dev = choose_device(device)
     except LiaError as exc:
@@ -116,7 +116,7 @@ def bench_cmd(model_names, weights, sizes, device, precisions, repeats, thread_c
             diff = f"{c['max_abs_diff']:.1e}" if c["max_abs_diff"] is not None else ""
             share = r.get("peak_fraction", {}).get(name)
             label = name if name != "tiled" else f"tiled {c['tile']}"
-            table.add_row(Path(r["model"]).stem, f"{r['size'][1]}x{r['size'][0]}", str(r.get("threads", "")),
+            table.add_row(Text(printable(Path(r["model"]).stem)), f"{r['size'][1]}x{r['size'][0]}", str(r.get("threads", "")),
                           "fp32" if name == "naive" else r["precision"], label, f"{c['seconds']:.3f}",
                           f"{c['output_mp_s']:.2f}", f"{c['gflop_s']:.1f}",
                           f"{100 * share:.0f}%" if share is not None else "", speedup, peak, diff)
@@ -129,19 +129,20 @@ def bench_cmd(model_names, weights, sizes, device, precisions, repeats, thread_c
                       + ", ".join(f"{k.replace('_vs_', ' / ')} {v:.2f}x" for k, v in r["paired_ratios"].items()),
                       markup=False, highlight=False)
     for entry in report.get("fp16_vs_fp32", []):
-        out.print(f"fp16 vs fp32, {Path(entry['model']).name} {entry['size'][0]}px: "
-                  + ", ".join(f"{k} {v:.2f}x" for k, v in entry.items() if k in ("whole", "tiled")))
+        out.print(printable(f"fp16 vs fp32, {Path(entry['model']).name} {entry['size'][0]}px: "
+                  + ", ".join(f"{k} {v:.2f}x" for k, v in entry.items() if k in ("whole", "tiled"))), markup=False)
     for entry in report.get("largest_tile", []):
-        out.print(f"largest tile, {Path(entry['model']).name} {entry['precision']}: {entry['tile']} px")
+        out.print(printable(f"largest tile, {Path(entry['model']).name} {entry['precision']}: {entry['tile']} px"),
+                  markup=False)
     if "pipeline" in report:
         p = report["pipeline"]
         out.print(f"pipeline: {p['images']} images ({p['input_mp']:.1f} MP) with {Path(p['model']).name}: "
                   f"wall {p['wall_s']:.2f}s vs compute {p['compute_s']:.2f}s = {p['ratio']:.3f}x "
                   f"(decode {p['decode_s']:.2f}s, finish {p['finish_s']:.2f}s, encode {p['encode_s']:.2f}s to hide; "
                   f"{p['lanes']} image(s) at once, network in the batch {p['network_in_batch_s']:.2f}s"
-                  + (f", waiting {p['waiting_s']:.2f}s)" if p["waiting_s"] is not None else ")"))
+                  + (f", waiting {p['waiting_s']:.2f}s)" if p["waiting_s"] is not None else ")"), markup=False)
     if plot:
-        out.print(f"wrote {plot}")
+        out.print(printable(f"wrote {plot}"), markup=False)
 
 
 def _print_cpu(out: Console, report: dict) -> None:

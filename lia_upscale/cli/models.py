@@ -16,12 +16,13 @@ from .app import fail_usage, main, make_console, say
 @main.command("convert")
 @click.argument("src", type=click.Path(exists=True, dir_okay=False))
 @click.argument("dst", type=click.Path(dir_okay=False))
-def convert_cmd(src, dst) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace an existing DST (never SRC itself, never a device or pipe).")
+def convert_cmd(src, dst, overwrite) -> None:
     """Convert an official PlainUSR .pth checkpoint into our validated .safetensors."""
     from .. import models
 
     try:
-        info = models.convert(Path(src), Path(dst))
+        info = models.convert(Path(src), Path(dst), overwrite=overwrite)
     except LiaError as exc:
         fail_usage(str(exc))
     say(make_console(), f"wrote {dst}: {info}")

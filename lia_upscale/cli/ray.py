@@ -9,18 +9,19 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from .app import fail_usage, make_upscaler
+from .app import fail_usage, make_upscaler, no_images, printable
+from .options import Count, FiniteFloat
 
 __all__ = ["ray_options", "run_on_ray"]
 
 
 def ray_options(f):
     """The ``--ray*`` options (``--ray-address`` alone implies ``--ray``)."""
-    f = click.option("--ray-stall-timeout", type=click.FloatRange(min=0, min_open=True), default=1800,
+    f = click.option("--ray-stall-timeout", type=FiniteFloat(min=0, min_open=True, max=10**7), default=1800,
                      show_default=True, help="Seconds without a finished file after which the Ray batch stops.")(f)
-    f = click.option("--ray-threads", type=click.IntRange(min=1), default=1, show_default=True,
+    f = click.option("--ray-threads", type=Count(1, 1024), default=1, show_default=True,
                      help="CPUs and torch threads per CPU actor.")(f)
-    f = click.option("--ray-workers", type=click.IntRange(min=1), default=None,
+    f = click.option("--ray-workers", type=Count(1, 100_000), default=None,
                      help="Actors (default: one per GPU, or the cluster's CPUs less one).")(f)
     f = click.option("--ray-address", default=None, help="The Ray cluster to join (default: RAY_ADDRESS).")(f)
     f = click.option("--ray", "use_ray", is_flag=True,
@@ -48,6 +49,8 @@ def run_on_ray(inputs, output, fmt: str, recursive: bool, upscaler_args: dict, r
         jobs = raybatch.plan(inputs, output, fmt=fmt, recursive=recursive)
     except (UsageError, OSError) as exc:
         fail_usage(str(exc))
+    if not jobs:
+        fail_usage(no_images(inputs))
     # the model is checked here, where an error is a usage error (exit 2), before any actor loads it
     weights = upscaler_args["weights"]
     if weights is None or not raybatch.is_uri(weights):
@@ -57,7 +60,7 @@ def run_on_ray(inputs, output, fmt: str, recursive: bool, upscaler_args: dict, r
         try:
             raybatch.run_jobs(jobs, upscaler_args, options=options, overwrite=overwrite, quality=quality,
                               outscale=outscale, events=events,
-                              on_warning=lambda msg: console.log(f"[yellow]warning:[/] {escape(msg)}"))
+                              on_warning=lambda msg: console.log(f"[yellow]warning:[/] {escape(printable(msg))}"))
         except UsageError as exc:
             fail_usage(escape(str(exc)))
 

@@ -17,6 +17,7 @@ from rich.progress import (
 
 from ..errors import LiaError
 from .app import fail_usage, interrupt_status, main, make_console, say
+from .options import MAX_BATCH, MAX_PATCH, MAX_SEED, Count, FiniteFloat, Threads
 
 
 @main.command("train")
@@ -24,26 +25,27 @@ from .app import fail_usage, interrupt_status, main, make_console, say
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="The .safetensors to export.")
 @click.option("--variant", type=click.Choice(["U", "T", "S", "M", "base", "L"]), default="U", show_default=True)
 @click.option("--scale", type=click.Choice(["2", "4"]), default="4", show_default=True)
-@click.option("--iterations", type=click.IntRange(min=1), default=30000, show_default=True)
-@click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--patch", type=click.IntRange(min=8), default=None, help="LR patch edge (default 40 at x4, 48 at x2).")
-@click.option("--lr", type=float, default=2e-3, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--iterations", type=Count(1, 10**9), default=30000, show_default=True)
+@click.option("--batch", type=Count(1, MAX_BATCH), default=16, show_default=True)
+@click.option("--patch", type=Count(8, MAX_PATCH), default=None, help="LR patch edge (default 40 at x4, 48 at x2).")
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True, max=1), default=2e-3, show_default=True)
+@click.option("--seed", type=Count(0, MAX_SEED), default=0, show_default=True)
 @click.option("--eval-dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="A folder of *_LR/*_HR pairs (e.g. Set5) scored every --eval-every iterations.")
-@click.option("--eval-every", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--eval-every", type=Count(1, 10**9), default=2000, show_default=True)
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Resumable checkpoint (default: OUT with .ckpt); an existing one is resumed.")
 @click.option("--degradation", type=click.Choice(["bicubic", "photo"]), default="bicubic", show_default=True,
               help="How LR patches are made: MATLAB bicubic (benchmarks) or camera-like blur, noise and JPEG.")
 @click.option("--init", "init", default=None,
               help="Weight file or model name to fine-tune (default: start as nearest-neighbour).")
-@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+@click.option("--ema", type=FiniteFloat(0, 1, max_open=True), default=0.0, show_default=True,
               help="Decay of a moving average of the weights, scored and exported instead (e.g. 0.999).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
+@click.option("--threads", type=Threads(), default=None, help="CPU threads, at most the machine's (default: torch's).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out (never --init or the checkpoint).")
 def train_cmd(data, out, variant, scale, iterations, batch, patch, lr, seed, eval_dir, eval_every,
-              degradation, init, ema, checkpoint, device, threads) -> None:
+              degradation, init, ema, checkpoint, device, threads, overwrite) -> None:
     """Train a PlainUSR/LIA network on folders of HR images and export it as .safetensors."""
     import torch
 
@@ -59,6 +61,12 @@ def train_cmd(data, out, variant, scale, iterations, batch, patch, lr, seed, eva
                       degradation=degradation, init=init or "", ema=ema)
     console = make_console()
     ckpt = Path(checkpoint) if checkpoint else Path(out).with_suffix(".ckpt")
+    if Path(out).absolute() == ckpt.absolute():
+        fail_usage(f"--out {out} is the checkpoint; give another --out or --checkpoint")
+    try:  # before hours of training, not after
+        models.check_destination(out, [p for p in (init, ckpt) if p], overwrite=overwrite)
+    except LiaError as exc:
+        fail_usage(str(exc))
     progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
                         console=console, disable=not console.is_terminal)
@@ -76,7 +84,7 @@ def train_cmd(data, out, variant, scale, iterations, batch, patch, lr, seed, eva
         with progress:
             module = train([Path(d) for d in data], ckpt, cfg, eval_dir=Path(eval_dir) if eval_dir else None,
                            device=str(choose_device(device)), on_status=on_status)
-        models.save_weights(Path(out), module.cpu(), variant=variant, scale=s)
+        models.save_weights(Path(out), module.cpu(), variant=variant, scale=s, overwrite=overwrite)
     except LiaError as exc:
         fail_usage(str(exc))
     except KeyboardInterrupt as exc:

@@ -21,6 +21,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -29,16 +30,17 @@ from .app import (
     engine_options,
     fail,
     fail_usage,
-    finite_float,
     interrupt_status,
     main,
     make_console,
     memory_options,
     make_upscaler,
     model_options,
+    no_images,
     printable,
     say,
 )
+from .options import MAX_OUTSCALE, FiniteFloat
 from .ray import ray_options, run_on_ray
 
 
@@ -61,8 +63,9 @@ class _MegapixelRate(ProgressColumn):
 @click.option("--scale", type=click.Choice(["2", "4"]), default=None,
               help="Model scale (default: the model's; 4 for the default model, 2 when --outscale <= 2).")
 @model_options
-@click.option("--outscale", type=click.FloatRange(min=0, min_open=True), default=None, callback=finite_float,
-              help="Any final factor: the model's scale, then an antialiased bicubic resample to round(size * F).")
+@click.option("--outscale", type=FiniteFloat(min=0, min_open=True, max=MAX_OUTSCALE), default=None,
+              help="Any final factor up to 64: the model's scale, then an antialiased bicubic resample to "
+                   "round(size * F).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="same", show_default=True)
 @click.option("--quality", type=click.IntRange(1, 100), default=None, help="JPEG/WebP/HEIC/AVIF quality (default 95 JPEG/WebP, 90 HEIC/AVIF).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them).")
@@ -108,6 +111,8 @@ def upscale_cmd(paths, scale, weights, model_name, denoise, outscale, fmt, quali
         jobs = plan_jobs(inputs, output, fmt=fmt, recursive=not no_recursive)
     except UsageError as exc:
         fail_usage(str(exc))
+    if not jobs:
+        fail_usage(no_images(inputs))
     upscaler = make_upscaler(console, **upscaler_args, threads=threads)
 
     def run(events) -> None:
@@ -132,6 +137,9 @@ def _stream(inputs, output, fmt, quality, outscale, overwrite, console, upscaler
         fail_usage("streaming with - takes exactly one INPUT and one OUTPUT")
     if output == "-" and (sys.stdout is None or sys.stdout.closed):
         fail("standard output is closed", 1)
+    if output == "-" and sys.stdout.isatty():
+        fail_usage("standard output is a terminal: an image there would be binary noise; redirect it "
+                   "(> out.png) or name an OUTPUT file")
     try:
         if output != "-":
             check_stream_output(Path(output), overwrite)  # before the model loads or stdin is read
@@ -172,7 +180,9 @@ def _run_batch(jobs, run, console: Console, as_json, quiet) -> int:
     counts = {"done": 0, "skipped": 0, "failed": 0}
 
     def on_start(job, pixels):
-        progress.update(tiles, description=f"  {job.src.name}", completed=0, total=1, visible=True)
+        # a file name is text, not markup: "[red]x.png" is shown as it is, on one line
+        progress.update(tiles, description="  " + escape(printable(job.src.name)), completed=0, total=1,
+                        visible=True)
         progress.update(files, mp=progress.tasks[files].fields["mp"] + pixels / 1e6)
 
     def on_tile(done, total):

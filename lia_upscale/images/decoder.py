@@ -50,8 +50,10 @@ from .picture import (
     one_line,
     source_name,
 )
+from .pilmodes import readable_mode
 from .quiet import quietly
-from .tiffread import read_tiff16, tiff_ifd0, tiff_is_16bit_color, tiff_resolution
+from .source import UNKNOWN_HEADER_LIMIT, file_limit, header_window, open_input, read_input
+from .tiffread import read_tiff16, tiff_samples_text, tiff_ifd0, tiff_is_16bit_color, tiff_resolution
 from .xmp import as_xmp, png_xmp
 
 __all__ = ["MAX_PIXELS", "decode", "header_size", "probe", "from_pil", "set_max_pixels", "max_pixels"]
@@ -65,6 +67,9 @@ MAX_PIXELS: int = 89_478_485
 _OPEN_FORMATS: Final = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
 _SUPPORTED_TEXT: Final = "not a PNG, JPEG, WEBP, TIFF, BMP, HEIC or AVIF image"
 _HEAD: Final = 64  # bytes that hold the magic numbers and an ISO-BMFF ftyp box
+_HEIF_HEADER: Final = 16 * 2**20  # bytes of a HEIF file read for its size (the meta box leads)
+# Pillow's 1 MiB cap per PNG text chunk calls a valid XMP "corrupt" (MAX_TEXT_MEMORY stays)
+PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, 16 * 2**20)
 
 
 def decode(source: str | Path | bytes | BinaryIO, *, samples: bool = False) -> Picture:
@@ -95,7 +100,7 @@ def decode(source: str | Path | bytes | BinaryIO, *, samples: bool = False) -> P
     container = container_format(data[:_HEAD])
     if container is not None and (why := missing_support(container)):
         raise ImageError(f"{name}: {why}")
-    with _decoding(name):
+    with _decoding(name, container):
         tiff_tags = tiff_ifd0(data)
         if container == "HEIF":
             heif = read_heif(data, lambda w, h: _check_pixels(name, w, h))
@@ -110,7 +115,12 @@ def decode(source: str | Path | bytes | BinaryIO, *, samples: bool = False) -> P
             dpi = _dpi(tiff_resolution(tiff_tags))
             xmp = tiff_tags.get(700)
         else:
-            im = Image.open(io.BytesIO(data), formats=_open_formats(container))
+            try:
+                im = Image.open(io.BytesIO(data), formats=_open_formats(container))
+            except UnidentifiedImageError:
+                if tiff_tags is not None:  # a TIFF header Pillow has no mode for
+                    raise ImageError(f"{name}: {tiff_samples_text(tiff_tags)}") from None
+                raise
             fmt = "JPEG" if im.format == "MPO" else str(im.format)
             _check_pixels(name, *im.size)
             exif = _header_exif(im, data)
@@ -165,8 +175,10 @@ def max_pixels() -> int:
 def from_pil(image: Image.Image) -> Picture | None:
     """A :class:`Picture` of an in-memory PIL image, as :func:`decode` (``samples=True``:
     8-bit colour stays uint8) would make of it saved as PNG (modes, tRNS transparency, ICC,
-    DPI, EXIF, XMP kept; no orientation applied, as a PNG has none), without encoding it. None for modes read only through a file (32-bit "I",
-    "F"): save those and :func:`decode` them."""
+    DPI, EXIF, XMP kept; no orientation applied, as a PNG has none), without encoding it.
+    Other modes as :func:`~.pilmodes.readable_mode` makes them (or its ImageError); None
+    for a mode Pillow only reads from files (save and :func:`decode` those)."""
+    image = readable_mode(image)
     if image.mode not in ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBX", "RGBA", "RGBa", "CMYK",
                           "I;16", "I;16B", "I;16L", "I;16N"):
         return None
@@ -206,8 +218,8 @@ def probe(source: str | Path | BinaryIO) -> tuple[int, int]:
             oversized files (truncated pixel data is only found by ``decode``).
     """
     name = source_name(source)
+    fp: BinaryIO = header_window(open_input(source), owns=True) if isinstance(source, (str, Path)) else source
     try:
-        fp: BinaryIO = open(source, "rb") if isinstance(source, (str, Path)) else source  # noqa: SIM115
         start = fp.tell()
         head = fp.read(_HEAD)
         fp.seek(start)
@@ -221,9 +233,9 @@ def probe(source: str | Path | BinaryIO) -> tuple[int, int]:
         container = container_format(head)
         if container is not None and (why := missing_support(container)):
             raise ImageError(f"{name}: {why}")
-        with _decoding(name):
+        with _decoding(name, container):
             if container == "HEIF":
-                width, height = heif_size(fp.read())
+                width, height = heif_size(fp.read(_HEIF_HEADER))
                 orientation = 1  # the size is already the displayed one
             elif head[:4] in (b"II*\0", b"MM\0*"):
                 import tifffile  # Pillow cannot even open some 16-bit TIFFs
@@ -250,9 +262,10 @@ def _read_source(source: str | Path | bytes | BinaryIO) -> tuple[str, bytes]:
     name = source_name(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
         return name, bytes(source)
+    if isinstance(source, (str, Path)):
+        with open_input(source) as fp:
+            return name, _read_bounded(fp, name)
     try:
-        if isinstance(source, (str, Path)):
-            return name, Path(source).read_bytes()
         return name, source.read()
     except PermissionError as exc:
         raise ImageError(f"{name}: permission denied") from exc
@@ -260,10 +273,22 @@ def _read_source(source: str | Path | bytes | BinaryIO) -> tuple[str, bytes]:
         raise ImageError(f"{name}: cannot read ({exc.strerror or exc})") from exc
 
 
+def _read_bounded(fp: BinaryIO, name: str) -> bytes:
+    """The bytes of an open image file, read only when its header's image can be that large."""
+    try:
+        width, height = probe(header_window(fp))
+    except ImageError:
+        # the decoder names what is wrong with the header, from a bounded read
+        return read_input(fp, name, UNKNOWN_HEADER_LIMIT, "an image file whose header cannot be read")
+    return read_input(fp, name, file_limit(width, height), f"a {width}x{height} image")
+
+
 @contextmanager
-def _decoding(name: str) -> Iterator[None]:
+def _decoding(name: str, container: str | None = None) -> Iterator[None]:
     """Turn whatever Pillow, zlib or tifffile raise on bad data into a one-line ImageError
-    (and keep their warnings quiet: the file is reported, not warned about)."""
+    (and keep their warnings quiet: the file is reported, not warned about). ``container``:
+    the ISO-BMFF brand the file announced (HEIF, AVIF), if any: a file that says it is
+    one but cannot be opened as one is damaged, not of an unknown kind."""
     try:
         with quietly():
             yield
@@ -272,6 +297,9 @@ def _decoding(name: str) -> Iterator[None]:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{name}: too many pixels, possible decompression bomb ({one_line(exc)})") from exc
     except UnidentifiedImageError as exc:
+        if container is not None:
+            raise ImageError(f"{name}: truncated or corrupt {container} data (the file says it is "
+                             f"{container} but cannot be opened as such)") from exc
         raise ImageError(f"{name}: {_SUPPORTED_TEXT}") from exc
     except MemoryError as exc:
         raise ImageError(f"{name}: out of memory while decoding") from exc

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from PIL import Image
@@ -11,7 +11,7 @@ from PIL import Image
 from ..errors import ImageError
 from .picture import Kind
 
-__all__ = ["tiff_ifd0", "tiff_is_16bit_color", "tiff_resolution", "read_tiff16"]
+__all__ = ["tiff_ifd0", "tiff_is_16bit_color", "tiff_resolution", "read_tiff16", "tiff_samples_text"]
 
 
 def tiff_ifd0(data: bytes) -> Image.Exif | None:
@@ -85,3 +85,15 @@ def read_tiff16(
         color = np.clip(color, 0, 65535).astype(np.uint16)
     kind = "rgba" if kind == "rgb" else "gray_alpha"
     return np.concatenate([color, alpha], axis=2), kind, None
+
+
+def tiff_samples_text(tags: Mapping[int, object]) -> str:
+    """Why a TIFF Pillow cannot open is not read: its samples, named from the tags."""
+    def first(tag: int, default: int) -> object:
+        value = tags.get(tag, default)
+        return value[0] if isinstance(value, tuple) and value else value
+
+    count, bits, kind = first(277, 1), first(258, 1), first(339, 1)
+    names = {1: "unsigned integer", 2: "signed integer", 3: "floating-point"}
+    return (f"unsupported TIFF samples ({count} x {bits}-bit {names.get(kind, 'unknown-format')}); "  # type: ignore[call-overload]
+            "lia-upscale reads 8- and 16-bit unsigned TIFF")

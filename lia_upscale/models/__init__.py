@@ -18,6 +18,7 @@ from .registry import (
     resolve_clean_endpoint,
     user_weights_dir,
 )
+from .destination import check_destination
 from .weightfile import (
     FORMAT,
     FORMAT_VERSION,
@@ -63,6 +64,7 @@ __all__ = [
     "FORMAT_VERSION",
     "WeightHeader",
     "convert",
+    "check_destination",
     "read_any_safetensors",
     "read_header",
     "read_pth",

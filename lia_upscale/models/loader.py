@@ -16,8 +16,8 @@ from .detect import detect_config, load_state
 from .cards import CARDS, ModelCard, get_card
 from .descriptor import ModelDescriptor, describe
 from .registry import resolve, resolve_clean_endpoint
-from .reparam import fold_training_state, is_training_form
-from .weightfile import read_any_safetensors, read_torch_file, unwrap_checkpoint
+from .reparam import fold_training_state, folded_shapes, is_training_form
+from .weightfile import read_any_safetensors, read_torch_file, sniff_weight_file, unwrap_checkpoint
 
 __all__ = ["Model", "load_model"]
 
@@ -54,28 +54,19 @@ class Model:
         return self.module.config
 
 
-def _is_torch_checkpoint(path: Path) -> bool:
-    """Sniff a file by content: a torch.save zip or raw pickle, rather than safetensors."""
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(9)
-    except OSError as e:
-        raise WeightsError(f"{path}: cannot read ({e.strerror or e})") from None
-    if len(magic) == 9 and magic[8:] == b"{":
-        return False  # a safetensors JSON header after the 8-byte length
-    return magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"
-
-
 def _read(path: Path) -> tuple[PlainUSRConfig, str, dict[str, torch.Tensor], list[str]]:
     """The network, variant and deploy-form state dict of a weight file, and notes on what
-    was adapted to read it (empty for our files and flat official checkpoints)."""
+    was adapted to read it (empty for our files and flat official checkpoints). The
+    content decides the reader: a safetensors file named ``.pth`` is read as safetensors."""
     suffix = path.suffix.lower()
-    if suffix == ".safetensors" or (suffix not in _PTH_SUFFIXES and not _is_torch_checkpoint(path)):
+    kind = sniff_weight_file(path)
+    if kind == "safetensors" or (kind is None and suffix not in _PTH_SUFFIXES):
         state, notes = read_any_safetensors(path)
     else:
         state, notes = unwrap_checkpoint(read_torch_file(path), path)
     try:
         if is_training_form(state):
+            folded_shapes({k: tuple(v.shape) for k, v in state.items()})  # every shape before any data
             state = fold_training_state(state)
             notes.append("training form folded into the deploy form")
         config, variant = detect_config({k: tuple(v.shape) for k, v in state.items()})
@@ -112,6 +103,8 @@ def load_model(
     if denoise is not None:
         denoise = check_strength(denoise)
     source = os.fspath(path_or_name)
+    if not str(source).strip():
+        raise WeightsError("an empty model name or weight path names no model (see `lia-upscale models`)")
     if isinstance(path_or_name, str) and source.split("@", 1)[0] in CARDS:
         card = get_card(source)
         path = resolve(source)

@@ -7,14 +7,14 @@ import http.client
 import importlib.resources
 import importlib.util
 import os
-import tempfile
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import WeightsError
+from ..errors import WeightsError, byte_count
+from ..files import StagedFile, remove_stale_temporaries
 from .cards import ALL_CARDS, CARDS, ModelCard, card_for_file, get_card
 from .detect import detect_config
 from .weightfile import read_pth, save_weights
@@ -36,6 +36,9 @@ _CHUNK = 1 << 16
 _TIMEOUT_S = 60.0  # for any one network read
 #: Default limit on a whole download, in seconds; ``$LIA_UPSCALE_DOWNLOAD_DEADLINE`` overrides it.
 DOWNLOAD_DEADLINE_S = 1800.0
+#: The most bytes a download may bring (the official checkpoints are under 3 MiB): a
+#: server that never stops sending is cut off here, or at its own Content-Length.
+MAX_DOWNLOAD_BYTES = 64 * 2**20
 
 
 def embedded_weights_dir() -> Path:
@@ -158,7 +161,7 @@ def _install_verified(card: ModelCard, src: Path, digest: str, dest: Path) -> Pa
             f"the card says {card.variant} x{card.scale}"
         )
     target = dest / f"{card.name}.safetensors"
-    save_weights(target, state, card.variant, card.scale, extra=_provenance(card))
+    save_weights(target, state, card.variant, card.scale, extra=_provenance(card), overwrite=True)
     return target
 
 
@@ -193,21 +196,29 @@ def _download(
     """Fetch ``url`` to a temporary file in ``dest`` within ``deadline_s``, then check and convert it."""
     _make_folder(dest)
     end = time.monotonic() + deadline_s
-    fd, tmp_name = tempfile.mkstemp(dir=dest, prefix=f".{card.file}.", suffix=".part")
-    tmp = Path(tmp_name)
+    remove_stale_temporaries(dest, dest / card.file)  # what a killed install's download left
+    try:  # a temporary file of the one writer: locked and marked, so a killed download is swept
+        staged = StagedFile(dest / card.file)
+    except OSError as e:
+        raise WeightsError(f"cannot write in the weights folder {dest} ({e.strerror or e})") from None
+    out = staged.fp
     try:
         digest = hashlib.sha256()
         done = 0
         try:
-            with (
-                os.fdopen(fd, "wb") as out,
-                urllib.request.urlopen(url, timeout=min(_TIMEOUT_S, deadline_s)) as resp,
-            ):
+            with urllib.request.urlopen(url, timeout=min(_TIMEOUT_S, deadline_s)) as resp:
                 length = resp.headers.get("Content-Length")
-                total = int(length) if length and length.isdecimal() else None
+                total = int(length) if length and length.isdecimal() and len(length) < 20 else None
+                cap = MAX_DOWNLOAD_BYTES if total is None else total
+                if cap > MAX_DOWNLOAD_BYTES:
+                    raise WeightsError(f"download of {url} announces {byte_count(cap)}, more than any PlainUSR "
+                                       f"checkpoint ({byte_count(MAX_DOWNLOAD_BYTES)} at most); refused")
                 while chunk := resp.read1(_CHUNK):  # what has arrived: a trickle still meets the deadline
                     if time.monotonic() > end:
                         raise WeightsError(f"download of {url} exceeded {deadline_s:g} s")
+                    if done + len(chunk) > cap:
+                        raise WeightsError(f"download of {url} sent more than {byte_count(cap)}"
+                                           f"{'' if total is None else ' (its stated size)'}; stopped")
                     out.write(chunk)
                     digest.update(chunk)
                     done += len(chunk)
@@ -217,9 +228,10 @@ def _download(
             raise WeightsError(f"download of {url} failed: {e}") from None
         if total is not None and done != total:
             raise WeightsError(f"download of {url} was cut short: {done} of {total} bytes")
-        return _install_verified(card, tmp, digest.hexdigest(), dest)
+        out.flush()
+        return _install_verified(card, staged.temporary, digest.hexdigest(), dest)
     finally:
-        tmp.unlink(missing_ok=True)
+        staged.discard()
 
 
 def _card_for_source(file_name: str, source: str) -> ModelCard:

@@ -19,14 +19,14 @@ attention (``body.K+1.body.*``) in the blocks that have attention.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import WeightsError
 
-__all__ = ["is_training_form", "fold_training_state"]
+__all__ = ["is_training_form", "fold_training_state", "folded_shapes"]
 
 _MB_PARTS = ("expand_conv.weight", "expand_conv.bias", "fea_conv.weight", "fea_conv.bias",
              "reduce_conv.weight", "reduce_conv.bias", "se.tensor", "se.se.1.weight", "se.se.3.weight")
@@ -40,14 +40,18 @@ def is_training_form(state: Mapping[str, object]) -> bool:
 def _get(state: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
     if key not in state:
         raise WeightsError(f"training-form checkpoint: missing {key}")
-    return state[key].detach().to("cpu", torch.float64)
+    tensor = state[key].detach()
+    return tensor.to(torch.float64) if tensor.is_meta else tensor.to("cpu", torch.float64)
 
 
 def _fold_mbconv(state: Mapping[str, torch.Tensor], prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The 3x3 convolution (weight (n, n, 3, 3), bias (n,)) equal to the MBConv at ``prefix``."""
     k0, b0, k1, b1, k2, b2, t, w1, w3 = (_get(state, f"{prefix}.{part}") for part in _MB_PARTS)
     n, m = k0.shape[1], k0.shape[0]
-    if k0.shape != (m, n, 1, 1) or k1.shape != (m, m, 3, 3) or k2.shape != (n, m, 1, 1) or t.numel() != m:
+    r = w1.shape[0] if w1.ndim == 2 else -1
+    if (k0.shape != (m, n, 1, 1) or k1.shape != (m, m, 3, 3) or k2.shape != (n, m, 1, 1) or t.numel() != m
+            or b0.shape != (m,) or b1.shape != (m,) or b2.shape != (n,)
+            or not 1 <= r <= m or w1.shape != (r, m) or w3.shape != (m, r) or m > _MAX_EXPANSION * n):
         raise WeightsError(f"training-form checkpoint: {prefix} has shapes that are not an MBConv")
     a = torch.sigmoid(w3 @ F.silu(w1 @ t.reshape(m)))  # ASR: a learned constant per channel
     # k1 on e padded with b0 == (k1 o k0) on x zero-padded, with bias b1 + sum(k1) . b0
@@ -62,6 +66,23 @@ def _fold_mbconv(state: Mapping[str, torch.Tensor], prefix: str) -> tuple[torch.
     b = k2[:, :, 0, 0] @ bs + b2
     k[:, :, 1, 1] += torch.eye(n, dtype=k.dtype)
     return k, b
+
+
+#: The widest MBConv expansion read (upstream's is 2): bounds what a header may declare.
+_MAX_EXPANSION = 8
+
+
+def folded_shapes(shapes: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
+    """The deploy-form shapes a training-form state with these tensor shapes folds into,
+    found without any tensor data (the fold runs on shape-only "meta" tensors): a header
+    can be checked before a byte of its tensors is read. Raises WeightsError as
+    :func:`fold_training_state` does, and for shapes no MBConv has."""
+    meta = {k: torch.empty(tuple(v), dtype=torch.float32, device="meta") for k, v in shapes.items()}
+    try:
+        folded = fold_training_state(meta)
+    except (RuntimeError, ValueError, IndexError) as exc:  # shapes the fold's algebra cannot join
+        raise WeightsError(f"training-form checkpoint: tensor shapes that are not PlainUSR's ({exc})") from None
+    return {k: tuple(v.shape) for k, v in folded.items()}
 
 
 def _block_names(state: Mapping[str, torch.Tensor]) -> list[str]:

@@ -7,6 +7,7 @@ import os
 import pickle
 import re
 import struct
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,11 @@ from safetensors.torch import save as _safetensors_save
 from torch import nn
 
 from ..errors import WeightsError
-from ..files import atomic_writer
+from ..files import NotRegularFileError, atomic_writer, open_regular
 from ..nn import VARIANTS, PlainUSRConfig
+from .destination import check_destination
 from .detect import Shape, check_values, detect_config
-from .reparam import is_training_form
+from .reparam import folded_shapes, is_training_form
 
 __all__ = [
     "FORMAT",
@@ -34,6 +36,7 @@ __all__ = [
     "save_weights",
     "read_pth",
     "read_torch_file",
+    "sniff_weight_file",
     "unwrap_checkpoint",
     "convert",
     "WRAPPERS",
@@ -184,7 +187,7 @@ def _validate(
     variant, scale = metadata.get("variant"), metadata.get("scale")
     if variant not in VARIANTS:
         raise _fail(path, f"metadata variant {variant!r} is not one of {', '.join(VARIANTS)}")
-    if scale is None or not scale.isdecimal():
+    if scale is None or not scale.isdecimal() or len(scale) > 3:
         raise _fail(path, f"metadata scale {scale!r} is not a whole number")
     for name, dtype in dtypes.items():
         if dtype not in _FLOAT_DTYPES:
@@ -203,10 +206,13 @@ def _validate(
 
 
 def _open_checked(path: Path) -> BinaryIO:
+    """``path`` open for reading: a regular file, opened without blocking (see ``open_regular``)."""
     try:
-        return open(path, "rb")
+        return open_regular(path)
     except FileNotFoundError:
         raise WeightsError(f"{path}: no such weight file") from None
+    except NotRegularFileError as e:
+        raise WeightsError(f"{path}: is {e.what}, not a weight file") from None
     except OSError as e:
         raise WeightsError(f"{path}: cannot read ({e.strerror or e})") from None
 
@@ -260,11 +266,11 @@ def read_any_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.
         for name, dtype in dtypes.items():
             if dtype not in _FLOAT_DTYPES:
                 raise _fail(path, f"tensor {name!r} has dtype {dtype}; expected floating point")
-        if not is_training_form(renamed):
-            try:
-                detect_config(renamed)
-            except WeightsError as e:
-                raise _fail(path, str(e)) from None
+        try:
+            # every tensor's shape is checked before any is read, the training form's too
+            detect_config(folded_shapes(renamed) if is_training_form(renamed) else renamed)
+        except WeightsError as e:
+            raise _fail(path, str(e)) from None
         tensors = _load_tensors(path, f)
     return _strip_prefix(tensors), notes
 
@@ -307,12 +313,16 @@ def save_weights(
     scale: int | None = None,
     *,
     extra: Mapping[str, str] | None = None,
+    overwrite: bool | None = None,
 ) -> WeightHeader:
     """Write a PlainUSR module or state dict as a lia-upscale ``.safetensors`` file, atomically.
 
     The network is detected from the tensor shapes; ``variant`` and ``scale``, when given,
     must agree with it. Tensors are stored as float32 and must be finite. ``extra`` adds string metadata (it
-    cannot override the reserved keys). Returns the header of the written file.
+    cannot override the reserved keys). ``overwrite``: False refuses an existing ``path``,
+    True replaces a regular file, None replaces only one that was there when the write
+    began (see :meth:`~lia_upscale.files.StagedFile.commit`); a path that is not a regular
+    file is never replaced. Returns the header of the written file.
     """
     path = Path(path)
     state = _state_of(module_or_state)
@@ -336,10 +346,10 @@ def save_weights(
     }
     data = _safetensors_save(state, metadata=metadata)
     try:
-        with atomic_writer(path) as f:
+        with atomic_writer(path, overwrite=overwrite) as f:
             f.write(data)
     except OSError as e:
-        raise WeightsError(f"{path}: cannot write ({e.strerror or e})") from None
+        raise _write_error(path, e) from None
     return WeightHeader(
         path,
         metadata,
@@ -348,6 +358,14 @@ def save_weights(
         config,
         detected,
     )
+
+
+def _write_error(path: Path, error: OSError) -> WeightsError:
+    if isinstance(error, NotRegularFileError):
+        return WeightsError(f"{path}: {error.strerror}")
+    if isinstance(error, FileExistsError):
+        return WeightsError(f"{path}: exists; not replaced without --overwrite")
+    return WeightsError(f"{path}: cannot write ({error.strerror or error})")
 
 
 #: Checkpoint wrappers, most preferred first: BasicSR/neosr keep ``params_ema`` (the EMA
@@ -404,14 +422,38 @@ def read_pth(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return unwrap_checkpoint(read_torch_file(path), path)[0]
 
 
+def sniff_weight_file(path: str | os.PathLike[str]) -> str | None:
+    """``"safetensors"`` or ``"torch"`` by the file's first bytes (a JSON header after the
+    8-byte length; a torch.save zip or pickle), None when neither."""
+    with _open_checked(Path(path)) as f:
+        magic = f.read(9)
+    if len(magic) == 9 and magic[8:] == b"{":
+        return "safetensors"
+    return "torch" if magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80" else None
+
+
+def _is_zip(path: Path) -> bool:
+    with _open_checked(path) as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
 def read_torch_file(path: str | os.PathLike[str]) -> object:
     """What a ``torch.save`` file holds, loaded on the CPU with ``weights_only=True`` (tensors,
-    containers, numbers, strings); a file that needs any other object raises WeightsError."""
+    containers, numbers, strings); a file that needs any other object raises WeightsError,
+    as does a safetensors file (named like a checkpoint), with a message that says so."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such weight file")
+    kind = sniff_weight_file(path)
+    if kind == "safetensors":
+        raise _fail(path, "is a safetensors file, not a torch checkpoint; name it .safetensors "
+                          "(lia-upscale loads it as it is)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's two-line notices are not the user's business
+            warnings.simplefilter("ignore")
+            # a zip checkpoint is mapped, not read: its tensors' shapes are checked before their data is touched
+            zipped = kind == "torch" and _is_zip(path)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=zipped)
     except pickle.UnpicklingError as e:
         raise _fail(path, _refusal(e)) from None
     except Exception as e:  # noqa: BLE001 - any failure of an untrusted file is a WeightsError
@@ -435,18 +477,21 @@ def _refusal(error: pickle.UnpicklingError) -> str:
 
 
 def convert(
-    src_pth: str | os.PathLike[str], dst_safetensors: str | os.PathLike[str]
+    src_pth: str | os.PathLike[str], dst_safetensors: str | os.PathLike[str], *, overwrite: bool = False
 ) -> WeightHeader:
     """Convert a PlainUSR ``.pth`` checkpoint to a lia-upscale ``.safetensors`` file.
 
     The variant and scale are detected from the shapes; the file is written atomically.
-    Returns the written header.
+    An existing destination is refused unless ``overwrite``; the source itself and a path
+    that is not a regular file (a device, a pipe) always are (see :func:`check_destination`),
+    before anything is read. Returns the written header.
     """
     src = Path(src_pth)
+    check_destination(dst_safetensors, [src], overwrite=overwrite)  # before anything is read
     state = read_pth(src)
     try:
         detect_config({k: tuple(v.shape) for k, v in state.items()})
         check_values(state)
     except WeightsError as e:
         raise _fail(src, str(e)) from None
-    return save_weights(dst_safetensors, state)
+    return save_weights(dst_safetensors, state, overwrite=overwrite)

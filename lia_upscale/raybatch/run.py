@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import sys
 import threading
@@ -11,7 +10,9 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from ..files import remove_stale_temporaries
 from ..batch import BatchEvents, Job, Outcome, UsageError, failure_reason
+from .connect import connect
 from .plan import RayOptions, Workers, existing_outputs, is_uri, plan_workers
 from .worker import CRASHED, FileUpscaler, on_worker
 
@@ -61,27 +62,6 @@ def _quiet_ray() -> None:
     ctx.enable_operator_progress_bars = False
     ctx.print_on_execution_start = False
     ctx.max_errored_blocks = -1  # a block whose worker died is dropped; the driver reports its files
-
-
-def _connect(address: str | None) -> bool:
-    """Connect (``address``, else ``RAY_ADDRESS``, else a new local instance); True if we did.
-
-    A cluster that refuses us (recent Ray turns token authentication on by default) is a
-    UsageError that says where the token goes.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS") or "local"
-    try:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR,
-                 configure_logging=False, include_dashboard=False if address == "local" else None)
-    except Exception as exc:  # ConnectionError, an authentication error, a bad address
-        hint = ("; if the cluster uses token authentication (on by default in recent Ray), give the driver "
-                "its token: RAY_AUTH_TOKEN or ~/.ray/auth_token") if address != "local" else ""
-        raise UsageError(f"cannot join the Ray cluster at {address}: {failure_reason(exc)}{hint}") from None
-    return True
 
 
 def _rows(dataset, stall_s: float) -> Iterator[dict]:
@@ -154,10 +134,8 @@ def _one_pass(items: list[dict], blocks: int, pool: Workers, actor_args: tuple, 
 
 
 def _remove_temps(dst: Path) -> None:
-    """Remove what a writer killed mid-write left: the temporary files of ``dst`` (see ``atomic_writer``)."""
-    if dst.parent.is_dir():
-        for tmp in dst.parent.glob(f".{dst.name}.*.part"):
-            tmp.unlink(missing_ok=True)
+    """Remove what a writer killed mid-write left: the dead temporary files of ``dst`` (see ``files``)."""
+    remove_stale_temporaries(dst.parent, dst)
 
 
 def _actor_args(upscaler_args: dict, pool: Workers, quality: int | None, outscale: float | None) -> tuple:
@@ -212,7 +190,7 @@ def run_jobs(
         # left in place: Ray's threads can still print after ray.shutdown() returns
         sys.stdout = _MainThreadStdout(sys.stdout)  # type: ignore[assignment]
     _quiet_ray()
-    started_here = _connect(opts.address)
+    started_here = connect(opts.address)
     try:
         pool, note = plan_workers(ray.cluster_resources(), upscaler_args.get("device", "auto"),
                                   opts.workers, opts.threads)

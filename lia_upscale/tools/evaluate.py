@@ -53,13 +53,33 @@ def _rgb8(path: Path) -> np.ndarray:
     return np.clip(np.round(pic.rgb * 255.0), 0, 255).astype(np.uint8)
 
 
+#: SSIM's Gaussian window: a scored image needs at least this many pixels a side after
+#: its border (``scale`` pixels) is cropped.
+_SSIM_WINDOW = 11
+
+
 def pair_scale(pairs: list[tuple[Path, Path]]) -> int:
-    """The scale of the pairs, from the HR/LR size ratio of the first pair (must be integral)."""
-    lr, hr = (images.probe(p) for p in pairs[0])
-    scale = hr[0] // lr[0]
-    if scale < 1 or hr[0] != lr[0] * scale or hr[1] != lr[1] * scale:
-        raise ImageError(f"{pairs[0][1].name} is not an integer multiple of {pairs[0][0].name}")
-    return scale
+    """The one scale of all the pairs, from their headers' HR/LR size ratios.
+
+    Raises ImageError (before any pixel is read) when a pair is not an integer multiple,
+    when the pairs mix scales (x2 and x4 in one folder), or when an HR image is too small
+    to score (SSIM's 11x11 window after the border crop).
+    """
+    scales: dict[int, str] = {}
+    for lr_path, hr_path in pairs:
+        lr, hr = images.probe(lr_path), images.probe(hr_path)
+        scale = hr[0] // lr[0]
+        if scale < 1 or hr[0] != lr[0] * scale or hr[1] != lr[1] * scale:
+            raise ImageError(f"{hr_path.name} is not an integer multiple of {lr_path.name}")
+        least = _SSIM_WINDOW + 2 * scale
+        if min(hr) < least:
+            raise ImageError(f"{hr_path.name}: {hr[0]}x{hr[1]} is too small to score at x{scale} (at least "
+                             f"{least} pixels a side: an 11x11 SSIM window after a {scale}-pixel border crop)")
+        scales.setdefault(scale, lr_path.name)
+    if len(scales) > 1:
+        mixed = ", ".join(f"x{s} ({name})" for s, name in sorted(scales.items()))
+        raise ImageError(f"the pairs mix scales: {mixed}; score one scale per folder")
+    return next(iter(scales))
 
 
 def evaluate(

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .. import images
+from ..errors import ImageError
 from .measure import Progress, median, noop
 
 __all__ = ["pipeline_check"]
@@ -53,6 +54,8 @@ def pipeline_check(
     up = Upscaler(model=str(weights), device=device, precision=precision)  # a name or a file
     with tempfile.TemporaryDirectory(prefix="lia-bench-") as tmp:
         jobs = plan_jobs([str(folder)], tmp, fmt="same")
+        if not jobs:
+            raise ImageError(f"{folder}: no images to time (PNG, JPEG, WEBP, TIFF, BMP, HEIC or AVIF)")
         decode_s, finish_s, encode_s, compute, walls = [], [], [], [], []
         pictures = []
         for job in jobs:

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..errors import LiaError
+from ..files import atomic_write
+
 __all__ = ["tradeoff_points", "draw_tradeoff"]
 
 _SIZE = (1200, 760)
@@ -150,8 +153,10 @@ def draw_tradeoff(report: dict, path: Path, *, title: str | None = None) -> Path
     notes = _notes(report)
     for i, line in enumerate(notes):
         draw.text((lx - 5, ly + 30 * len(_SERIES) + 25 + 20 * i), line, fill=(80, 80, 80), font=small)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, format="PNG")
+    try:  # the one safe writer: never over a device or pipe, nothing half-written
+        atomic_write(path, lambda fp: img.save(fp, format="PNG"))
+    except OSError as e:
+        raise LiaError(f"{path}: cannot write ({e.strerror or e})") from None
     return path
 
 
