@@ -1,11 +1,13 @@
 """The photo fine-tune on one CUDA GPU within a fixed wall-clock budget; CPU workers make the degradations.
 
     python scripts/train_gpu.py [--pack runs/train_pack] [--val runs/photo_val/x4/set14] [--out $OUT]
-                                [--init weights/lia-photo-x4.v4.safetensors] [--budget-s 540] [--amp]
+                                [--init weights/plainusr-l-x4.safetensors] [--budget-s 540] [--amp]
 
 The same recipe as ``scripts/train_photo.py`` (``lia_upscale.tools.train``; the defaults are
-those of the CPU continuation of version 4 on all the photographs: ``train_photo.py 4 8000 40
-weights/lia-photo-x4.v4.safetensors 1e-4 0.8 P l1 3 0.5 photos``, with a batch of 64): the photo
+those of the CPU run from the official L checkpoint on all the photographs: ``train_photo.py 4
+6000 40 ../shared/weights/plainusr/PlainUSRL_Rep_x4.pth 2e-4 0.8 Q l1 4 0.25 photos``, with a
+batch of 64; the official checkpoint ships as weights/plainusr-l-x4.safetensors, so it travels
+with the repository): the photo
 degradation family (``--camera-prob``, ``--phone-prob``), L1 against the clean HR patch,
 Adam (0.9, 0.99), linear warm-up, cosine decay to ``--min-lr``, random flips and
 transposes, an EMA of the weights that is what gets scored and written. What differs is
@@ -101,19 +103,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--pack", type=Path, default=ROOT / "runs" / "train_pack")
     ap.add_argument("--val", type=Path, default=ROOT / "runs" / "photo_val" / "x4" / "set14")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "runs" / "gpu_out"))
-    ap.add_argument("--init", default=str(ROOT / "weights" / "lia-photo-x4.v4.safetensors"),
+    ap.add_argument("--init", default=str(ROOT / "weights" / "plainusr-l-x4.safetensors"),
                     help="weight file or model name to fine-tune (its variant and scale are the run's)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--budget-s", type=float, default=540.0, help="wall-clock seconds for the whole run")
     ap.add_argument("--iterations", type=int, default=None, help="stop after this many iterations too")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--patch", type=int, default=40, help="LR patch edge")
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--min-lr", type=float, default=1e-6)
     ap.add_argument("--warmup", type=float, default=0.03, help="share of the schedule spent warming up")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--camera-prob", type=float, default=0.8)
-    ap.add_argument("--phone-prob", type=float, default=0.5)
+    ap.add_argument("--phone-prob", type=float, default=0.25)
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     ap.add_argument("--amp", action="store_true", help="bfloat16 autocast for the forward and backward")
     ap.add_argument("--eval-every", type=float, default=120.0, help="seconds between validations")
