@@ -9,6 +9,7 @@ A run killed outright (SIGKILL, power loss) can leave a temporary file behind:
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 __all__ = ["StagedFile", "atomic_writer", "atomic_write", "discard_temporaries_for", "remove_stale_temporaries",
-           "STALE_AFTER_S"]
+           "temporaries_of", "STALE_AFTER_S"]
 
 #: A temporary file of ours older than this is a leftover (no write takes that long).
 STALE_AFTER_S = 600.0
@@ -97,15 +98,22 @@ class StagedFile:
             raise
         self._open = True
 
-    def commit(self) -> None:
-        """Flush, fsync, close and move the file to its path; removes it on failure."""
+    def commit(self, *, overwrite: bool = True) -> None:
+        """Flush, fsync, close and move the file to its path; removes it on failure.
+
+        ``overwrite=False``: never replace a file that exists at that moment (a no-replace
+        link, then the temporary name is removed); raises FileExistsError if one does.
+        """
         if not self._open:
             raise ValueError(f"{self.path}: already committed or discarded")
         try:
             self.fp.flush()
             os.fsync(self.fp.fileno())
             self.fp.close()
-            os.replace(self._tmp, self.path)
+            if overwrite:
+                os.replace(self._tmp, self.path)
+            else:
+                _place_new(self._tmp, self.path)
         except BaseException:
             self.discard()
             raise
@@ -120,6 +128,20 @@ class StagedFile:
         finally:
             self._tmp.unlink(missing_ok=True)
             _live.pop(self._tmp, None)
+
+
+def _place_new(tmp: Path, path: Path) -> None:
+    """Give ``tmp`` the name ``path`` only if nothing has that name (FileExistsError if something has)."""
+    try:
+        os.link(tmp, path)  # fails with EEXIST instead of replacing, atomically
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: the check and the rename are two steps
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "exists", str(path)) from None
+        os.rename(tmp, path)
+        return
+    os.unlink(tmp)
 
 
 #: temporary file -> its target, for every StagedFile of this process not yet committed or
@@ -146,12 +168,13 @@ def discard_temporaries_for(targets: Iterable[Path]) -> None:
 
 
 @contextmanager
-def atomic_writer(path: Path) -> Iterator[BinaryIO]:
+def atomic_writer(path: Path, *, overwrite: bool = True) -> Iterator[BinaryIO]:
     """Write ``path`` through a temporary file in the same folder, moved in place on success.
 
     Yields a binary file (readable too). On any error or interrupt the temporary file is
     removed and ``path`` is left as it was: the old file, absent, or (after success) the
-    complete new one.
+    complete new one. ``overwrite=False``: a file at ``path`` when the write ends is kept
+    and FileExistsError raised (see :meth:`StagedFile.commit`).
     """
     staged = StagedFile(path)
     try:
@@ -159,13 +182,26 @@ def atomic_writer(path: Path) -> Iterator[BinaryIO]:
     except BaseException:
         staged.discard()
         raise
-    staged.commit()
+    staged.commit(overwrite=overwrite)
 
 
-def atomic_write(dst: Path, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(dst: Path, write: Callable[[BinaryIO], None], *, overwrite: bool = True) -> None:
     """Call ``write(fp)`` on a temporary file that replaces ``dst`` when it returns (see :func:`atomic_writer`)."""
-    with atomic_writer(dst) as fp:
+    with atomic_writer(dst, overwrite=overwrite) as fp:
         write(fp)
+
+
+def temporaries_of(path: Path) -> list[Path]:
+    """The temporary files of our naming for ``path`` in its folder: what a writer of that
+    file killed mid-write (a crashed worker) left behind."""
+    path = Path(path)
+    prefix = _temp_prefix(path.name)
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return []
+    return [path.parent / n for n in names
+            if n.startswith(prefix) and len(n) == len(prefix) + _RANDOM + len(_SUFFIX) and _TEMP_NAME.fullmatch(n)]
 
 
 def remove_stale_temporaries(folder: Path, older_than_s: float = STALE_AFTER_S) -> list[Path]:
