@@ -27,23 +27,12 @@ __all__ = ["Engine", "ArraySink", "DEFAULT_TILE", "DEFAULT_CPU_TILE", "LARGE_IMA
 #: Default tile edge in input pixels on CUDA, chosen by measurement (see README, "Tiling").
 DEFAULT_TILE = 512
 #: Default tile edge on the CPU, in input pixels: every source tile holds at most
-#: (1032 + 2 * 48)^2 pixels (tiling.grid_shape). Measured on base x4, one thread of an
-#: AVX-512 core: the context each tile recomputes costs up to (1 + 2 * 48 / tile)^2 in
-#: pixels (1.41x at 512, 1.19x at 1032), and 1024x1024 tiled at 512 runs at 0.76x the
-#: whole-image speed; very large tiles are slow again (a 2048x2048 image whole: 0.74x the
-#: speed of its four 1032 tiles) and memory-hungry. 1032 runs images up to 1.27 MP as one
-#: tile; a multiple of 6 (LIA's alignment).
+#: (1032 + 2 * 48)^2 pixels (tiling.grid_shape); images up to 1.27 MP run as one tile; a
+#: multiple of 6 (LIA's alignment). Chosen by measurement: docs/engine.md.
 DEFAULT_CPU_TILE = 1032
-#: On the CPU, freed memory is kept in the heap for reuse (:mod:`~lia_upscale.engine.allocator`:
-#: no page faults, 1.3-1.7x faster on a 6-MP photo) for images up to this many input
-#: pixels, and for larger ones only while their estimated peak stays within
-#: :data:`REUSE_BUDGET_BYTES`: the output accumulator (12 bytes per output pixel) plus six
-#: full-width feature maps of a tile batch (the heap holds on to a few beside the live
-#: ones). Fitted on a 2832x2128 photo, 1032 tiles of several shapes, with reuse: base x4
-#: 3.48 GB, U x4 2.22 GB, S x2 1.48 GB peak RSS (without: 2.23, 2.04, 1.11 GB). Since every
-#: tile of an image has one shape the heap no longer grows tile after tile: base x4 at its
-#: 744 default, the same photo, 1.58 GB with reuse and 43.7 s against 1.16 GB and 53.5 s
-#: without (one run each, loaded machine); a 12-MP photo at x4 still runs without.
+#: On the CPU, freed memory is kept in the heap for reuse (:mod:`~lia_upscale.engine.allocator`)
+#: for images up to this many input pixels, and for larger ones only while their estimated
+#: peak stays within :data:`REUSE_BUDGET_BYTES`. Fitted by measurement: docs/engine.md.
 LARGE_IMAGE_PIXELS = 2_000_000
 #: float32(1 / 255): what the decoder multiplies 8-bit samples by
 _BYTE_SCALE = float(np.float32(1.0 / 255.0))
@@ -52,7 +41,7 @@ _BYTE_SCALE = float(np.float32(1.0 / 255.0))
 #: Feature channels up to which the CPU default tile is :data:`DEFAULT_CPU_TILE` (PlainUSR-S's
 #: 35). A wider network gets a tile of the same feature-map area: the network's transient
 #: memory grows with channels x tile area, while the tile's share of recomputed context
-#: grows only slowly as it shrinks (M: 852, 1.24x instead of 1.19x; base: 744, 1.28x).
+#: grows only slowly as it shrinks (docs/engine.md).
 _CPU_TILE_CHANNELS = 35
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -77,10 +78,18 @@ def _commit(staged, overwrite: bool) -> Path:
     return staged.path
 
 
+@dataclass(frozen=True)
+class _File:
+    """A file destination and whether an existing file there may be replaced."""
+
+    path: Path
+    overwrite: bool
+
+
 def _emit(destination, data) -> Any:
     """Hand encoded bytes to a file (atomically) or a stream."""
-    if isinstance(destination, tuple):
-        return _write_file(*destination[:1], data, destination[1])
+    if isinstance(destination, _File):
+        return _write_file(destination.path, data, destination.overwrite)
     _write_stream(destination, data)
     return None
 
@@ -132,9 +141,9 @@ def _samples(upscaler, picture: images.Picture, plan: ImagePlan, spec: OutputSpe
 
 
 def _destination(destination, spec: OutputSpec):
-    """(file path, overwrite) for a path; the stream or :class:`ToPil` as they are."""
+    """A :class:`_File` for a path; the stream or :class:`ToPil` as they are."""
     if isinstance(destination, (str, Path)):
-        return (Path(destination), spec.overwrite)
+        return _File(Path(destination), spec.overwrite)
     if isinstance(destination, ToPil) or hasattr(destination, "write"):
         return destination
     raise TypeError(f"cannot write an image to {type(destination).__name__}")
@@ -151,7 +160,7 @@ def start(upscaler, picture: images.Picture, destination, spec: OutputSpec, *, p
     the returned call moves it in place. Nothing reaches the destination on failure.
     """
     dest = _destination(destination, spec)
-    named = dest[0] if isinstance(dest, tuple) else None
+    named = dest.path if isinstance(dest, _File) else None
     if plan is None:
         plan = plan_image(upscaler, picture, spec, named=named, to_pil=isinstance(dest, ToPil),
                           streamable=named is not None, budget=budget)
