@@ -123,9 +123,9 @@ def test_a_tight_budget_shrinks_the_whole_float_tiles_and_keeps_the_pixels(small
     calls: list[int | None] = []
     run = small.engine.run
 
-    def spy(rgb, on_tile=None, *, tile=None):
+    def spy(rgb, on_tile=None, *, tile=None, batch_pixels=None):
         calls.append(tile)
-        return run(rgb, on_tile, tile=tile)
+        return run(rgb, on_tile, tile=tile, batch_pixels=batch_pixels)
 
     small.engine.run = spy  # type: ignore[method-assign]
     try:
@@ -136,6 +136,18 @@ def test_a_tight_budget_shrinks_the_whole_float_tiles_and_keeps_the_pixels(small
     assert calls == [tight.tile] and tight.tile < roomy.tile
     assert got.shape == want.shape == (1800, 480, 3)
     assert np.abs(got - want).max() <= 1  # tiles are seam-exact; only float rounding may differ
+
+
+def test_a_twelve_megapixel_photo_fits_two_gigabytes_by_taking_fewer_tiles_per_call() -> None:
+    """The least need comes down with the tiles per network call as well as the tile: a 12-MP
+    x4 JPEG with the default photo model fits 2 GiB (it did not when only the tile shrank)."""
+    up = Upscaler(scale=4, device="cpu")
+    memory, size = up.engine.memory, (3024, 4032)
+    jpeg = 7.0  # 8-bit RGB samples and Pillow's copy, kept until encoded
+    found = memory.tiling_for(size, jpeg, 2 << 30)
+    assert found is not None and found.batch_pixels is not None
+    assert memory.working_bytes(size, jpeg, tile=found.tile, batch_pixels=found.batch_pixels) <= 2 << 30
+    assert memory.working_bytes(size, jpeg, tile=found.tile) > 2 << 30  # the engine's batch would not fit
 
 
 def test_two_lanes_share_the_budget(tmp_path: Path, small: Upscaler, monkeypatch) -> None:

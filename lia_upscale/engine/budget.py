@@ -4,9 +4,10 @@ now), what an image needs while it runs and is written, and the tile that fits."
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
-__all__ = ["default_budget", "available_memory", "BUDGET_SHARE", "MemoryModel", "kept_bytes", "REUSE_BUDGET_BYTES",
-           "FLOAT_RGB"]
+__all__ = ["default_budget", "available_memory", "BUDGET_SHARE", "MemoryModel", "Tiling", "kept_bytes",
+           "REUSE_BUDGET_BYTES", "FLOAT_RGB"]
 
 #: share of the available memory one run takes by default
 BUDGET_SHARE = 0.75
@@ -38,6 +39,14 @@ def default_budget() -> int:
     return int(available_memory() * BUDGET_SHARE)
 
 
+class Tiling(NamedTuple):
+    """How one image runs: the tile edge, and the source pixels one network call may take
+    (None: the engine's own batch)."""
+
+    tile: int
+    batch_pixels: int | None
+
+
 #: Bytes per output pixel of a float32 RGB image (the engine's whole output, a resample).
 FLOAT_RGB = 12
 
@@ -64,7 +73,8 @@ class MemoryModel:
     def __init__(self, engine) -> None:
         self._engine = engine
 
-    def working_bytes(self, size: tuple[int, int], kept: float = 12.0, *, tile: int | None = None) -> int:
+    def working_bytes(self, size: tuple[int, int], kept: float = 12.0, *, tile: int | None = None,
+                      batch_pixels: int | None = None) -> int:
         """Estimated memory an (H, W) image holds while it runs, in bytes.
 
         ``kept``: bytes per output pixel the caller keeps for the whole image (12: the
@@ -75,7 +85,8 @@ class MemoryModel:
         for reuse), the call's float32 output, the float32 area of the tile being merged
         with its weights, the overlap bands, and for a streamed file three grid rows of
         samples (being put, assembled and compressed). ``tile``: the tile edge to assume
-        (default: the engine's for this size).
+        (default: the engine's for this size); ``batch_pixels``: source pixels one network
+        call may take (default, and at most: the engine's).
         """
         from . import tiling
 
@@ -90,7 +101,8 @@ class MemoryModel:
             _, cols, src_h, src_w = tiling.source_shape(h, w, tile, engine.contract)
         else:
             cols, src_h, src_w = 1, h, w
-        per_call = src_h * src_w * max(1, min(cols, engine.max_batch_pixels // max(1, src_h * src_w)))
+        limit = engine.max_batch_pixels if batch_pixels is None else min(engine.max_batch_pixels, batch_pixels)
+        per_call = src_h * src_w * max(1, min(cols, limit // max(1, src_h * src_w)))
         map_bytes = engine.descriptor.feature_channels * per_call * engine.dtype.itemsize
         merge = 2 * 12 * ((src_h + 2 * band) * s) * ((src_w + 2 * band) * s)
         bands = 2 * 12 * (2 * band * s) * (w * s)
@@ -109,17 +121,37 @@ class MemoryModel:
                 return
             tile = max(contract.min_tile, tile * 3 // 4 // contract.alignment * contract.alignment)
 
+    def _steps(self, size: tuple[int, int]):
+        """(tile, batch pixels) pairs a budget search tries, the cheapest to run first: each tile
+        with the engine's batch of tiles per network call, then with one tile per call."""
+        from . import tiling
+
+        h, w = size
+        for tile in self._tile_steps(size):
+            yield Tiling(tile, None)
+            if min(h, w) >= self._engine.contract.min_size:
+                _, cols, src_h, src_w = tiling.source_shape(h, w, tile, self._engine.contract)
+                if cols > 1 and src_h * src_w < self._engine.max_batch_pixels:
+                    yield Tiling(tile, src_h * src_w)
+
+    def tiling_for(self, size: tuple[int, int], kept: float, budget: int, extra: int = 0) -> Tiling | None:
+        """The first of :meth:`_steps` whose :meth:`working_bytes` plus ``extra`` bytes fit
+        ``budget`` (the largest tile, then the engine's batch); None when none does."""
+        return next((t for t in self._steps(size)
+                     if self.working_bytes(size, kept, tile=t.tile, batch_pixels=t.batch_pixels) + extra <= budget),
+                    None)
+
     def tile_for(self, size: tuple[int, int], kept: float, budget: int, extra: int = 0) -> int | None:
-        """The largest tile edge, at most the engine's, whose :meth:`working_bytes` plus
-        ``extra`` bytes fit ``budget``; None when no tile does."""
-        return next((t for t in self._tile_steps(size)
-                     if self.working_bytes(size, kept, tile=t) + extra <= budget), None)
+        """The tile edge of :meth:`tiling_for`; None when nothing fits."""
+        found = self.tiling_for(size, kept, budget, extra)
+        return None if found is None else found.tile
 
     def least_bytes(self, size: tuple[int, int], kept: float, extra: int = 0) -> int:
-        """The smallest :meth:`working_bytes` (plus ``extra``) over the tiles :meth:`tile_for`
+        """The smallest :meth:`working_bytes` (plus ``extra``) over what :meth:`tiling_for`
         tries: what an (H, W) image needs at the least. Not always at the smallest tile: tiny
         tiles batch many overlapping sources into one network call."""
-        return min(self.working_bytes(size, kept, tile=t) for t in self._tile_steps(size)) + extra
+        return min(self.working_bytes(size, kept, tile=t.tile, batch_pixels=t.batch_pixels)
+                   for t in self._steps(size)) + extra
 
     def whole_float_bytes(self, size: tuple[int, int], out_size: tuple[int, int], *, alpha: bool,
                           tta: bool, out_layout) -> tuple[float, int]:

@@ -162,22 +162,24 @@ class Engine:
 
     def run(
         self, rgb: np.ndarray | torch.Tensor, on_tile: Callable[[int, int], None] | None = None,
-        *, tile: int | None = None,
+        *, tile: int | None = None, batch_pixels: int | None = None,
     ) -> torch.Tensor:
         """Upscale an (H, W, 3) float array or (3, H, W) tensor in [0, 1] (or uint8 samples).
 
         Returns a (3, sH, sW) float32 CPU tensor, not clamped. ``tile``: this image's tile
-        edge (default: :meth:`tile_for_size`'s), e.g. from a memory plan.
+        edge (default: :meth:`tile_for_size`'s), ``batch_pixels``: the most source pixels one
+        network call takes (default and at most: the engine's), e.g. from a memory plan.
         """
         image = _channels_first(rgb) if isinstance(rgb, np.ndarray) else rgb
         s = self.scale
         full = FullImage(image.shape[0], image.shape[1] * s, image.shape[2] * s)
-        self._tiled(image, full, self.tile_for_size(tuple(image.shape[-2:])) if tile is None else tile, on_tile)
+        tile = self.tile_for_size(tuple(image.shape[-2:])) if tile is None else tile
+        self._tiled(image, full, tile, on_tile, batch_pixels)
         return full.image
 
     def run_into(
         self, rgb: np.ndarray, sink: ArraySink, on_tile: Callable[[int, int], None] | None = None,
-        *, tile: int | None = None,
+        *, tile: int | None = None, batch_pixels: int | None = None,
     ) -> None:
         """Upscale an (H, W, 3) float array in [0, 1] (or uint8 samples), handing finished pixels to ``sink``.
 
@@ -187,18 +189,20 @@ class Engine:
         ``sink.restart()`` before an out-of-memory retry (see
         :func:`~lia_upscale.engine.tiling.upscale_into`). The sinks of
         :mod:`lia_upscale.images.rows` quantise or stream them. ``tile``: this image's tile
-        edge (default: the engine's), e.g. from :meth:`tile_for`. Raises LiaError when the
-        network's output is not finite.
+        edge (default: the engine's) and ``batch_pixels`` as for :meth:`run`, e.g. from a
+        memory plan. Raises LiaError when the network's output is not finite.
         """
         image = _channels_first(rgb)
         tile = self.tile_for_size(tuple(image.shape[-2:])) if tile is None else tile
-        self._tiled(image, HostSink(sink, deferred=self.device.type == "cuda"), tile, on_tile)
+        self._tiled(image, HostSink(sink, deferred=self.device.type == "cuda"), tile, on_tile, batch_pixels)
 
-    def _tiled(self, image: torch.Tensor, sink, tile: int, on_tile: Callable[[int, int], None] | None) -> None:
+    def _tiled(self, image: torch.Tensor, sink, tile: int, on_tile: Callable[[int, int], None] | None,
+               batch_pixels: int | None = None) -> None:
+        batch = self.max_batch_pixels if batch_pixels is None else min(self.max_batch_pixels, batch_pixels)
         with reuse_freed_memory() if self._reuse_memory(image.shape[-2:]) else contextlib.nullcontext():
             result = tiling.upscale_into(
                 image, self._forward, self.contract, tile, sink,
-                max_batch_pixels=self.max_batch_pixels, on_tile=on_tile,
+                max_batch_pixels=batch, on_tile=on_tile,
             )
         if result.retries:  # keep what an out-of-memory retry settled on for the rest of the batch
             with self._state:  # another lane may have settled on less meanwhile: keep the smaller

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from .. import images
 from ..engine import Engine, tta
+from ..engine.budget import Tiling
 from ..engine.samples import check_finite
 
 __all__ = ["NetworkOutput", "finish_picture", "into_samples", "network", "run_network", "resample"]
@@ -38,19 +39,22 @@ def _finite(output: torch.Tensor) -> torch.Tensor:
 
 
 def network(engine: Engine, use_tta: bool, rgb: np.ndarray | torch.Tensor, on_tile: OnTile,
-            tile: int | None = None) -> torch.Tensor:
-    """The engine's (3, sH, sW) float output for one image; with ``use_tta`` the x8 self-ensemble."""
+            tile: Tiling | None = None) -> torch.Tensor:
+    """The engine's (3, sH, sW) float output for one image; with ``use_tta`` the x8 self-ensemble.
+    ``tile``: the tiling a memory plan chose (None: the engine's)."""
+    t = tile or Tiling(None, None)  # type: ignore[arg-type]
     if not use_tta:
-        return engine.run(rgb, on_tile, tile=tile)
+        return engine.run(rgb, on_tile, tile=t.tile, batch_pixels=t.batch_pixels)
     image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1) if isinstance(rgb, np.ndarray) else rgb
-    return tta.ensemble(image, lambda x, progress: engine.run(x, progress, tile=tile), on_tile)
+    return tta.ensemble(image, lambda x, progress: engine.run(x, progress, tile=t.tile, batch_pixels=t.batch_pixels),
+                        on_tile)
 
 
-def _network_into(engine: Engine, use_tta: bool, rgb: np.ndarray, sink, on_tile: OnTile, tile: int) -> None:
+def _network_into(engine: Engine, use_tta: bool, rgb: np.ndarray, sink, on_tile: OnTile, tile: Tiling) -> None:
     """:func:`network` handing finished pixels to ``sink`` band by band; with TTA the
     ensemble's float image is made first and handed over whole."""
     if not use_tta:
-        engine.run_into(rgb, sink, on_tile, tile=tile)
+        engine.run_into(rgb, sink, on_tile, tile=tile.tile, batch_pixels=tile.batch_pixels)
         return
     out = _finite(network(engine, True, rgb, on_tile, tile))
     sink.put(0, 0, out.permute(1, 2, 0).numpy())
@@ -58,7 +62,7 @@ def _network_into(engine: Engine, use_tta: bool, rgb: np.ndarray, sink, on_tile:
 
 
 def run_network(engine: Engine, use_tta: bool, picture: images.Picture, on_tile: OnTile = None,
-                tile: int | None = None) -> NetworkOutput:
+                tile: Tiling | None = None) -> NetworkOutput:
     """The raw upscaled colour and alpha of ``picture`` as floats (the whole-float stage).
 
     Alpha goes through the network too (as a gray image), so its edges are as sharp as the
@@ -103,7 +107,7 @@ def finish_picture(picture: images.Picture, output: NetworkOutput, target: tuple
 
 
 def alpha_into(engine: Engine, use_tta: bool, picture: images.Picture, plane: np.ndarray, bits: int,
-               on_tile: OnTile, tile: int) -> None:
+               on_tile: OnTile, tile: Tiling) -> None:
     """Upscale ``picture``'s alpha into the integer ``plane`` (a uniform alpha is not computed)."""
     a = picture.alpha
     assert a is not None
@@ -115,7 +119,7 @@ def alpha_into(engine: Engine, use_tta: bool, picture: images.Picture, plane: np
 
 
 def into_samples(engine: Engine, use_tta: bool, picture: images.Picture, layout: images.Layout,
-                 on_tile: OnTile, tile: int) -> images.SampleStore:
+                 on_tile: OnTile, tile: Tiling) -> images.SampleStore:
     """The upscaled ``picture`` as integer samples laid out per ``layout``, quantised band by band."""
     s = engine.scale
     store = images.SampleStore(picture.height * s, picture.width * s, layout)
@@ -126,6 +130,6 @@ def into_samples(engine: Engine, use_tta: bool, picture: images.Picture, layout:
 
 
 def streamed_fill(engine: Engine, use_tta: bool, picture: images.Picture, on_tile: OnTile,
-                  tile: int) -> Callable[[object], None]:
+                  tile: Tiling) -> Callable[[object], None]:
     """The ``fill(sink)`` of a band-by-band file: the colour handed to the writer's sink."""
     return lambda sink: _network_into(engine, use_tta, picture.rgb, sink, on_tile, tile)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import images
-from ..engine.budget import kept_bytes
+from ..engine.budget import Tiling, kept_bytes
 from ..errors import LiaError
 from .spec import OutputSpec
 
@@ -39,8 +39,9 @@ class ImagePlan:
     output's samples. ``size``: the output (H, W); ``model_size`` the network's (H, W) at the
     model's scale. ``streamed``: written band by band while the network runs (PNG, TIFF to a
     file). ``whole_float``: the whole float image is made first (``outscale``, TTA), then
-    finished. ``tile``: the tile edge; ``shrunk``: it is smaller than the engine's own for
-    this image, to fit the budget. ``need``: bytes while it runs; ``held``: bytes it holds
+    finished. ``tile``: the tile edge (0: the whole image) and ``batch_pixels`` the most
+    source pixels one network call takes (None: the engine's); ``shrunk``: they are smaller
+    than the engine's own for this image, to fit the budget. ``need``: bytes while it runs; ``held``: bytes it holds
     after the network until it is written. ``refusal``: None, or why it cannot be made.
     """
 
@@ -51,11 +52,17 @@ class ImagePlan:
     streamed: bool
     whole_float: bool
     tile: int
+    batch_pixels: int | None
     shrunk: bool
     need: int
     held: int
     budget: int
     refusal: LiaError | None = None
+
+    @property
+    def tiling(self) -> Tiling:
+        """(tile, batch pixels) for the engine."""
+        return Tiling(self.tile, self.batch_pixels)
 
     def check(self) -> ImagePlan:
         """Raise the refusal, if any; else return the plan."""
@@ -93,7 +100,7 @@ def plan_image(upscaler, picture: images.Picture, spec: OutputSpec, *, named: Pa
         if fmt != PIL:
             images.check_output(fmt, size[1], size[0], quality=spec.quality, dpi_scale=size[0] / h)
     except LiaError as exc:
-        return ImagePlan(**base, tile=0, shrunk=False, need=0, held=0, refusal=exc)
+        return ImagePlan(**base, tile=0, batch_pixels=None, shrunk=False, need=0, held=0, refusal=exc)
     if whole_float:
         kept, after = memory.whole_float_bytes((h, w), size, alpha=picture.alpha is not None,
                                                tta=upscaler.tta, out_layout=layout)
@@ -101,14 +108,16 @@ def plan_image(upscaler, picture: images.Picture, spec: OutputSpec, *, named: Pa
     else:
         kept = kept_bytes(layout, streamed) + (24 if upscaler.tta else 0)  # TTA: accumulator and one pass
         after, held = 0, int(kept_bytes(layout, streamed) * size[0] * size[1])
-    tile = memory.tile_for((h, w), kept, budget, after)
-    if tile is None:
+    found = memory.tiling_for((h, w), kept, budget, after)
+    if found is None:
         need = memory.least_bytes((h, w), kept, after)
-        return ImagePlan(**base, tile=0, shrunk=False, need=need, held=held,
+        return ImagePlan(**base, tile=0, batch_pixels=None, shrunk=False, need=need, held=held,
                          refusal=over_budget((h, w), size, s, need, budget))
-    need = memory.working_bytes((h, w), kept, tile=tile) + after
-    largest = memory.tile_for((h, w), kept, 1 << 62)
-    return ImagePlan(**base, tile=tile, shrunk=tile != largest, need=need, held=held)
+    need = memory.working_bytes((h, w), kept, tile=found.tile, batch_pixels=found.batch_pixels) + after
+    shrunk = found != memory.tiling_for((h, w), kept, 1 << 62)
+    # unshrunk, the engine's own tile for this size (0 runs it whole, as one tile)
+    tile = found.tile if shrunk else engine.tile_for_size((h, w))
+    return ImagePlan(**base, tile=tile, batch_pixels=found.batch_pixels, shrunk=shrunk, need=need, held=held)
 
 
 def over_budget(size: tuple[int, int], out: tuple[int, int], scale: int, need: int, budget: int) -> LiaError:

@@ -97,8 +97,7 @@ def _emit(destination, data) -> Any:
 def _whole_float(upscaler, picture: images.Picture, plan: ImagePlan, spec: OutputSpec, destination,
                  on_tile: OnTile) -> Finish:
     """``outscale``: the whole float image first (and TTA's ensemble), then resample and write."""
-    tile = plan.tile if plan.shrunk else None
-    output = net.run_network(upscaler.engine, upscaler.tta, picture, on_tile, tile)
+    output = net.run_network(upscaler.engine, upscaler.tta, picture, on_tile, plan.tiling)
 
     def write() -> Any:
         result = net.finish_picture(picture, output, plan.size)
@@ -122,9 +121,9 @@ def _streamed(upscaler, picture: images.Picture, plan: ImagePlan, spec: OutputSp
     alpha = None
     if plan.layout.alpha:
         alpha = np.empty(plan.size, dtype=plan.layout.dtype)
-        net.alpha_into(engine, use_tta, picture, alpha, plan.layout.bits, on_tile, plan.tile)
+        net.alpha_into(engine, use_tta, picture, alpha, plan.layout.bits, on_tile, plan.tiling)
     staged = images.write_streamed(dst, plan.fmt, plan.layout, picture, plan.size,
-                                   net.streamed_fill(engine, use_tta, picture, on_tile, plan.tile),
+                                   net.streamed_fill(engine, use_tta, picture, on_tile, plan.tiling),
                                    dpi_scale=s, alpha=alpha)
     return Finish(lambda: _commit(staged, spec.overwrite), staged.discard)
 
@@ -133,7 +132,7 @@ def _samples(upscaler, picture: images.Picture, plan: ImagePlan, spec: OutputSpe
              on_tile: OnTile) -> Finish:
     """Integer samples quantised band by band, then encoded whole (or made a PIL image)."""
     s = upscaler.engine.scale
-    store = net.into_samples(upscaler.engine, upscaler.tta, picture, plan.layout, on_tile, plan.tile)
+    store = net.into_samples(upscaler.engine, upscaler.tta, picture, plan.layout, on_tile, plan.tiling)
     if plan.fmt == PIL:
         return Finish(lambda: images.to_pil(store.samples, plan.layout, picture, dpi_scale=s))
     return Finish(lambda: _emit(destination, encode_samples(store.samples, plan.layout, plan.fmt, picture,
