@@ -71,7 +71,8 @@ def cli(base: Path) -> dict:
 
 
 def memory() -> dict:
-    """Peak RSS of the phone folder (two 12-MP JPEGs) at x4, default model, --max-memory 2G (this tree)."""
+    """Peak RSS of the phone folder (two 12-MP JPEGs) at x4, default model, --max-memory 2G (this tree;
+    about 50 min on a loaded 2-core machine)."""
     with tempfile.TemporaryDirectory() as tmp:
         seconds, text = _run(HERE, ["-m", "lia_upscale", str(SHARED / "phone"), str(Path(tmp) / "out"), "--scale", "4",
                                     "--max-memory", "2G", "--quiet"], timed=True)
