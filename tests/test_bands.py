@@ -510,8 +510,9 @@ def test_sizing_a_tile_never_lists_the_tiles(monkeypatch):
     monkeypatch.setattr(grid, "plan_tiles", listed)
     monkeypatch.setattr("lia_upscale.engine.tiling.plan_tiles", listed)
     huge = (20000, 20000)
-    floor = engine.memory.working_bytes(huge, 0, tile=engine.contract.min_tile)
-    assert engine.memory.tile_for(huge, 0, floor) == engine.contract.min_tile
+    floor = engine.memory.least_bytes(huge, 0)  # the whole search, down to the smallest tile
+    assert floor < engine.memory.working_bytes(huge, 0, tile=engine.contract.min_tile)  # one tile a call is less
+    assert engine.memory.tile_for(huge, 0, floor) is not None
     assert engine.memory.tile_for(huge, 0, floor - 1) is None
 
 
