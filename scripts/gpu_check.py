@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lia_upscale.pipeline import OutputSpec, process, read
 from lia_upscale.api import Upscaler
 from lia_upscale.tools.bench import bench_model, largest_tile, memory_probe
 from lia_upscale.tools.measure import device_name, sync, synthetic_image
@@ -204,7 +205,7 @@ def check_band_path(shared: Path, device: torch.device, dry: bool) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        up.render(picture, Path(tmp) / "out.png")()
+        process(up, picture, Path(tmp) / "out.png", OutputSpec(overwrite=True))
         seconds = time.perf_counter() - t0
         limit = images.max_pixels()
         images.set_max_pixels(max(limit, size[0] * size[1] * 16))  # the x4 output is read back whole
@@ -261,10 +262,10 @@ def check_doors(shared: Path, device: torch.device, dry: bool, out_dir: Path) ->
             sync(device)
             times[name] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        picture = up.decode(src)
+        picture = read(up, src)
         times["ours_decode"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        up.render(picture, Path(tmp) / "render.jpg", quality=95)()
+        process(up, picture, Path(tmp) / "render.jpg", OutputSpec(quality=95, overwrite=True))
         sync(device)
         times["ours_upscale_and_encode"] = time.perf_counter() - t0
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])

@@ -20,14 +20,15 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import json, sys, time, io
 from lia_upscale import Upscaler, images
+from lia_upscale.pipeline import OutputSpec, ToPil, start
 photo, weights, tile = sys.argv[1], sys.argv[2], int(sys.argv[3])
 up = Upscaler(weights=weights, device="cpu", precision="fp32", tile=None if tile < 0 else tile)
 pic = images.decode(photo)
 t = time.perf_counter()
-out = up.upscale_picture(pic)
+out = start(up, pic, ToPil(), OutputSpec())()
 seconds = time.perf_counter() - t
 buf = io.BytesIO()
-images.encode(out, buf, "JPEG")
+out.save(buf, "JPEG")
 peak = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]
 print(json.dumps({"tile": "default" if tile < 0 else tile, "in": [pic.width, pic.height], "out": [out.width, out.height],
                   "seconds": round(seconds, 1), "peak_rss_gb": round(int(peak) / 2**20, 2)}))

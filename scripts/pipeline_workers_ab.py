@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
+from lia_upscale.pipeline import OutputSpec, process
+from lia_upscale.pipeline.network import run_network
 from lia_upscale import Upscaler, images
-from lia_upscale.api import save
 from lia_upscale.batch import Job, plan_jobs, run_jobs
 
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "large" / "sceaux"
@@ -41,21 +42,20 @@ def main() -> None:
 
     def whole_job(job: Job) -> None:
         picture = images.decode(job.src)
-        result = up.finish_picture(picture, up.run_network(picture))
-        save(result, job.dst, job.fmt, None, dpi_scale=up.scale)
+        process(up, picture, job.dst, OutputSpec(fmt=job.fmt, overwrite=True))
 
     ratios: dict[str, list[float]] = {"pipeline": [], "two_workers": []}
     with tempfile.TemporaryDirectory() as tmp:
         jobs = plan_jobs([args.folder], tmp)
         pictures = [images.decode(j.src) for j in jobs]
-        up.run_network(pictures[0])
+        run_network(up.engine, up.tta, pictures[0])
         for _ in range(args.rounds):
             t0 = time.perf_counter()
             for picture in pictures:
-                up.run_network(picture)
+                run_network(up.engine, up.tta, picture)
             alone = time.perf_counter() - t0
             t0 = time.perf_counter()
-            run_jobs(jobs, up, overwrite=True, lanes=1)
+            run_jobs(jobs, up, spec=OutputSpec(overwrite=True), lanes=1)
             ratios["pipeline"].append((time.perf_counter() - t0) / alone)
             torch.set_num_threads(1)
             try:

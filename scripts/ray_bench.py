@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from lia_upscale.pipeline import OutputSpec
 from lia_upscale.api import Upscaler
 from lia_upscale.batch import is_image, plan_jobs, run_jobs
 from lia_upscale import raybatch
@@ -44,13 +45,13 @@ def _both(inputs: list[str], out: Path, upscaler_args: dict, workers: int, threa
     ray_jobs = plan_jobs(inputs, str(out / "ray"))
     torch.set_num_threads(threads)
     upscaler = Upscaler(**upscaler_args)
-    run_jobs(jobs, upscaler, overwrite=True)  # warm
-    local_s = _timed(lambda: run_jobs(jobs, upscaler, overwrite=True))
+    run_jobs(jobs, upscaler, spec=OutputSpec(overwrite=True))  # warm
+    local_s = _timed(lambda: run_jobs(jobs, upscaler, spec=OutputSpec(overwrite=True)))
     ray.init(num_cpus=workers + 1, include_dashboard=False, log_to_driver=False)  # one CPU for Ray Data
     try:
         opts = raybatch.RayOptions(workers=workers, threads=1)
-        raybatch.run_jobs(ray_jobs, upscaler_args, options=opts, overwrite=True)  # warm
-        ray_s = _timed(lambda: raybatch.run_jobs(ray_jobs, upscaler_args, options=opts, overwrite=True))
+        raybatch.run_jobs(ray_jobs, upscaler_args, options=opts, spec=OutputSpec(overwrite=True))  # warm
+        ray_s = _timed(lambda: raybatch.run_jobs(ray_jobs, upscaler_args, options=opts, spec=OutputSpec(overwrite=True)))
     finally:
         ray.shutdown()
     return {"files": len(jobs), "local_s": round(local_s, 3), "ray_s": round(ray_s, 3)}

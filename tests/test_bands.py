@@ -20,6 +20,7 @@ from lia_upscale.engine.tiling import TileContract, upscale, upscale_into
 from lia_upscale.images.rows import Layout, PngStream, SampleStore, quantize
 from lia_upscale.images.tiff import TiffStream
 from lia_upscale.errors import byte_count
+from lia_upscale.pipeline import read
 
 
 def smooth_fn(scale: int):
@@ -373,7 +374,7 @@ def test_an_image_over_the_memory_budget_fails_alone_naming_the_numbers(tmp_path
     assert proc.returncode == 1
     line = [ln for ln in proc.stderr.splitlines() if "big.png" in ln]
     assert len(line) == 1 and "300x200 at x4 (1200x800) needs about" in line[0]
-    assert "over the memory budget of 20.0 MiB (--max-memory)" in line[0]  # not "0.0 GiB" (issue 25)
+    assert "over the memory budget of 20.0 MiB (--max-memory)" in line[0]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     bad = subprocess.run([sys.executable, "-m", "lia_upscale", str(tmp_path / "big.png"), str(tmp_path / "o2"),
                           "--max-memory", "lots"], capture_output=True, text=True, timeout=300)
@@ -410,10 +411,10 @@ def test_an_image_that_cannot_fit_is_refused_from_its_header_before_decoding(tmp
     # the bytes door (object stores, stdin) too; a budget that holds it reaches the decoder
     up = Upscaler(model="lia-u-x4", device="cpu", max_memory=200 << 20)
     with pytest.raises(LiaError, match="needs about .* over the memory budget of 200.0 MiB"):
-        up.decode(_png_header_only(9000, 9000))
+        read(up, _png_header_only(9000, 9000))
     up.max_memory = 1 << 50
     with pytest.raises(ImageError, match="<bytes>"):
-        up.decode(_png_header_only(200, 100))
+        read(up, _png_header_only(200, 100))
 
 
 def test_the_header_check_refuses_only_what_no_tile_fits(tmp_path):
@@ -425,8 +426,8 @@ def test_the_header_check_refuses_only_what_no_tile_fits(tmp_path):
 
     up = Upscaler(model="lia-u-x4", device="cpu")
     size = (500, 500)
-    least = up.engine.least_bytes(size, 0.0)  # PNG is written band by band: nothing kept
-    assert up.engine.working_bytes(size, 0.0, tile=up.engine.contract.min_tile) > least  # the case that matters
+    least = up.engine.memory.least_bytes(size, 0.0)  # PNG is written band by band: nothing kept
+    assert up.engine.memory.working_bytes(size, 0.0, tile=up.engine.contract.min_tile) > least  # the case that matters
     (tmp_path / "in").mkdir()
     Image.new("RGB", size, (90, 120, 150)).save(tmp_path / "in" / "a.png")
 
@@ -444,7 +445,7 @@ def test_the_header_check_refuses_only_what_no_tile_fits(tmp_path):
     assert not list((tmp_path / f"out{least - 1}").glob("*.png"))
     data = (tmp_path / "in" / "a.png").read_bytes()
     up.max_memory = least
-    assert up.decode(bytearray(data)).width == up.decode(memoryview(data)).width == 500
+    assert read(up, bytearray(data)).width == read(up, memoryview(data)).width == 500
 
 
 def test_wider_networks_get_cpu_tiles_of_the_same_feature_map_area():
@@ -472,7 +473,7 @@ def test_a_narrowed_default_tile_still_runs_a_one_tile_image_whole():
     assert engine.tile == 744
     assert engine.tile_for_size((864, 1152)) == 0  # 1 MP: whole
     assert engine.tile_for_size((DEFAULT_CPU_TILE + 6, DEFAULT_CPU_TILE)) == 744
-    assert engine.tile_for(((864, 1152)), 0.0, 1 << 40) == 1152
+    assert engine.memory.tile_for(((864, 1152)), 0.0, 1 << 40) == 1152
     assert Engine(module, torch.device("cpu"), torch.float32, tile=744).tile_for_size((864, 1152)) == 744
 
 
@@ -481,13 +482,13 @@ def test_the_budget_shrinks_tiles_before_it_refuses():
 
     engine = Upscaler(model="lia-u-x2", device="cpu").engine  # the default tile
     size = (1500, 1000)
-    roomy = engine.working_bytes(size, 4)
-    tile = engine.tile_for(size, 4, roomy)
+    roomy = engine.memory.working_bytes(size, 4)
+    tile = engine.memory.tile_for(size, 4, roomy)
     assert tile == engine.tile
-    smaller = engine.tile_for(size, 4, int(roomy * 0.8))
+    smaller = engine.memory.tile_for(size, 4, int(roomy * 0.8))
     assert smaller is not None and smaller < engine.tile
-    assert engine.working_bytes(size, 4, tile=smaller) <= roomy * 0.8
-    assert engine.tile_for(size, 4, 1 << 20) is None
+    assert engine.memory.working_bytes(size, 4, tile=smaller) <= roomy * 0.8
+    assert engine.memory.tile_for(size, 4, 1 << 20) is None
 
 
 def test_sizing_a_tile_never_lists_the_tiles(monkeypatch):
@@ -510,9 +511,10 @@ def test_sizing_a_tile_never_lists_the_tiles(monkeypatch):
     monkeypatch.setattr(grid, "plan_tiles", listed)
     monkeypatch.setattr("lia_upscale.engine.tiling.plan_tiles", listed)
     huge = (20000, 20000)
-    floor = engine.working_bytes(huge, 0, tile=engine.contract.min_tile)
-    assert engine.tile_for(huge, 0, floor) == engine.contract.min_tile
-    assert engine.tile_for(huge, 0, floor - 1) is None
+    floor = engine.memory.least_bytes(huge, 0)  # the whole search, down to the smallest tile
+    assert floor < engine.memory.working_bytes(huge, 0, tile=engine.contract.min_tile)  # one tile a call is less
+    assert engine.memory.tile_for(huge, 0, floor) is not None
+    assert engine.memory.tile_for(huge, 0, floor - 1) is None
 
 
 def test_a_tile_below_the_smallest_is_raised_to_it_and_a_negative_one_refused():

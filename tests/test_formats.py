@@ -329,6 +329,7 @@ def test_container_format_by_brand(head: bytes, want: str | None) -> None:
 
 def test_folder_scanning_picks_up_heic_heif_and_avif(tmp_path: Path) -> None:
     from lia_upscale.batch import plan_jobs
+    from lia_upscale.pipeline import OutputSpec
 
     for name in ("a.HEIC", "b.heif", "c.avif", "d.hif", "e.png", "notes.txt"):
         (tmp_path / "in" / name).parent.mkdir(exist_ok=True)
@@ -337,7 +338,7 @@ def test_folder_scanning_picks_up_heic_heif_and_avif(tmp_path: Path) -> None:
     assert [(j.src.name, j.dst.name, j.fmt) for j in jobs] == [
         ("a.HEIC", "a.HEIC", "HEIF"), ("b.heif", "b.heif", "HEIF"), ("c.avif", "c.avif", "AVIF"),
         ("d.hif", "d.hif", "HEIF"), ("e.png", "e.png", "PNG")]
-    jobs = plan_jobs([str(tmp_path / "in")], str(tmp_path / "out"), fmt="avif")
+    jobs = plan_jobs([str(tmp_path / "in")], str(tmp_path / "out"), OutputSpec(fmt="avif"))
     assert {j.dst.name for j in jobs} == {"a.avif", "b.avif", "c.avif", "d.avif", "e.avif"}
     assert {j.fmt for j in jobs} == {"AVIF"}
 

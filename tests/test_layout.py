@@ -17,13 +17,19 @@ ALLOWED = {
     "images": set(),
     "models": {"nn"},
     "engine": {"nn", "models"},
-    "api": {"nn", "models", "engine", "images"},
-    "batch": {"api", "engine", "images"},
-    "tools": {"nn", "models", "engine", "images", "api", "batch"},
-    "raybatch": {"api", "batch", "images"},  # the optional Ray engine: the only room that imports ray
+    # one image: spec -> plan -> decode, network, finish, write
+    "pipeline": {"engine", "images"},
+    "api": {"nn", "models", "engine", "images", "pipeline"},
+    "batch": {"api", "engine", "images", "pipeline"},
+    "tools": {"nn", "models", "engine", "images", "api", "batch", "pipeline"},
+    # the optional Ray engine: the only room that imports ray; it reaches the network only
+    # through the pipeline
+    "raybatch": {"api", "batch", "pipeline"},
     # bridges to other tools (spandrel): may use any of the core, and nothing imports them
     "integrations": {"nn", "models", "engine", "images", "api", "batch"},
-    "cli": {"nn", "models", "engine", "images", "api", "batch", "tools", "raybatch", "__init__"},
+    # the CLI parses, builds a spec and reports (its upscale command reaches the engine only
+    # through the API and the pipeline: test_doors_reach_the_engine_only_through_the_pipeline)
+    "cli": {"nn", "models", "engine", "images", "api", "batch", "pipeline", "tools", "raybatch", "__init__"},
     "__main__": {"cli"},
     "__init__": {"api", "models"},
     "errors": set(),
@@ -151,25 +157,87 @@ def test_nothing_imports_integrations_and_only_they_import_spandrel() -> None:
     assert not wrong, wrong
 
 
-def test_no_private_names_across_modules() -> None:
+def test_no_private_names_across_packages() -> None:
+    """A package may share its own internals between its modules; no other room uses them."""
     wrong = []
     for name, path in _modules().items():
         for target, names in _imports(name, path):
-            wrong += [f"{name}: from {target} import {n}" for n in names if n.startswith("_") and n != "__version__"]
+            if _room(target) != _room(name):
+                wrong += [f"{name}: from {target} import {n}" for n in names
+                          if n.startswith("_") and n != "__version__"]
     assert not wrong, wrong
 
 
-@pytest.mark.parametrize("limit", [520])
+def _names_used(path: Path) -> set[str]:
+    """Every name a module uses: imported names, attributes, plain names."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.Attribute):
+            found.add(node.attr)
+        elif isinstance(node, ast.Name):
+            found.add(node.id)
+    return found
+
+
+def test_only_the_pipeline_drives_the_encoder() -> None:
+    """The encoder's streaming writer and its sample encoders are called by the pipeline alone
+    (and by images itself, and tools that measure the encoder): no door writes on its own."""
+    writers = {"write_streamed", "stream_writer", "encode_samples", "save_samples"}
+    wrong = [f"{name}: {sorted(used)}" for name, path in _modules().items()
+             if _room(name) not in ("images", "pipeline") and (used := writers & _names_used(path))]
+    assert not wrong, wrong
+
+
+def test_doors_reach_the_engine_only_through_the_pipeline() -> None:
+    """raybatch and the CLI's upscale command never import engine/: they build a spec and call the pipeline."""
+    graph = _graph()
+    doors = [m for m in graph if _room(m) == "raybatch" or m in ("lia_upscale.cli.upscale", "lia_upscale.cli.ray")]
+    wrong = [f"{m} -> {t}" for m in doors for t in graph[m] if _room(t) == "engine"]
+    assert doors and not wrong, wrong
+
+
+def _functions(path: Path) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text())
+    return [(node.name, node.end_lineno - node.lineno + 1) for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
+@pytest.mark.parametrize("room", ["api", "batch", "raybatch", "pipeline"])
+def test_no_long_functions_in_the_middle(room: str) -> None:
+    """api, batch, raybatch and the pipeline: no function over 60 lines (docstring included)."""
+    long = [f"{name}.{fn}: {n}" for name, path in _modules().items() if _room(name) == room
+            for fn, n in _functions(path) if n > 60]
+    assert not long, long
+
+
+def test_upscaler_public_surface() -> None:
+    """Upscaler keeps the methods a user calls: at most four public methods beyond properties."""
+    from lia_upscale.api import Upscaler
+
+    methods = [n for n, v in vars(Upscaler).items() if not n.startswith("_") and callable(v)]
+    assert set(methods) == {"upscale", "upscale_file", "upscale_tensor"}, methods
+    assert len(methods) <= 4
+
+
+#: Modules of rooms other engineers own today that were over the limit when it came down to
+#: 450 lines (issue 24), at their size after the hardening of issue 25 (bounded reads, header shape
+#: checks); each may not grow, and leaves this list when it is split.
+OVER_LIMIT = {"images/decoder.py": 520, "models/weightfile.py": 497, "tools/bench.py": 491}
+
+
+@pytest.mark.parametrize("limit", [450])
 def test_no_module_over_limit(limit: int) -> None:
-    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
-            if (n := len(p.read_text().splitlines())) > limit}
+    long = {rel: n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > OVER_LIMIT.get(rel := str(p.relative_to(PACKAGE)), limit)}
     assert not long, long
 
 
 def test_the_graph_sees_known_edges() -> None:
     """The checks above are only as good as the graph: it must see real imports."""
     graph = _graph()
-    assert "lia_upscale.engine" in graph["lia_upscale.api"]
+    assert "lia_upscale.pipeline" in graph["lia_upscale.api"]
     assert "lia_upscale.images" in graph["lia_upscale.batch.run"]
     assert "lia_upscale.tools.train" in graph["lia_upscale.cli.train"]  # a lazy import
 

@@ -23,6 +23,7 @@ ray = pytest.importorskip("ray")
 from lia_upscale.batch import UsageError  # noqa: E402
 from lia_upscale.cli import main  # noqa: E402
 from lia_upscale.raybatch import CRASH_HOOK_ENV, Workers, plan, plan_workers  # noqa: E402
+from lia_upscale.pipeline import OutputSpec  # noqa: E402
 
 #: A hard limit per test (a hung Ray test would stall CI); raise it on a loaded machine.
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(int(os.environ.get("LIA_RAY_TEST_TIMEOUT", "150")))]
@@ -140,7 +141,8 @@ def test_plan_without_uri_is_plan_jobs_and_usage_errors_come_before_the_cluster(
     from lia_upscale.batch import plan_jobs
 
     src = _tree(tmp_path / "in")
-    assert plan([str(src)], str(tmp_path / "out"), fmt="png") == plan_jobs([str(src)], str(tmp_path / "out"), fmt="png")
+    png = OutputSpec(fmt="png")
+    assert plan([str(src)], str(tmp_path / "out"), png) == plan_jobs([str(src)], str(tmp_path / "out"), png)
     # a bad model or a missing input is exit 2 on the driver, before Ray is touched
     missing = _run(str(src), str(tmp_path / "out"), "--weights", str(tmp_path / "none.safetensors"), "--ray")
     assert missing.exit_code == 2

@@ -131,7 +131,7 @@ def test_cli_tta_for_upscale_and_eval(tmp_path: Path, nearest_weights) -> None:
 
 
 def test_upscaler_tta_runs_alpha_and_tiles(tmp_path: Path) -> None:
-    """The API path (run_network) ensembles colour and alpha alike."""
+    """The API path (the whole-float network) ensembles colour and alpha alike."""
     path = _random_weights(tmp_path, "U", 2)
     rgba = Image.fromarray(np.random.default_rng(1).integers(0, 256, (10, 14, 4), dtype=np.uint8), "RGBA")
     plain = np.asarray(Upscaler(weights=path, device="cpu", tile=0).upscale(rgba)).astype(int)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import glob
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from .. import images
 from ..errors import LiaError, OutputError
+from ..pipeline import OutputSpec
 
-__all__ = ["Job", "UsageError", "is_image", "job_format", "plan_jobs"]
+__all__ = ["Job", "UsageError", "expand_inputs", "is_image", "job_format", "make_jobs", "plan_jobs"]
 
 _GLOB_CHARS = set("*?[")
 
@@ -103,24 +104,60 @@ def job_format(src: str | Path, fmt: str) -> tuple[str, str]:
     return _out_format(Path(src), fmt)
 
 
-def plan_jobs(inputs: Sequence[str], output: str, *, fmt: str = "same", recursive: bool = True) -> list[Job]:
-    """Expand files, folders and glob patterns into jobs mirroring the tree under ``output``.
+def make_jobs(
+    pairs: Sequence[tuple[Path | str, PurePath, str | None]],
+    output: Path | str,
+    spec: OutputSpec,
+    *,
+    to_file: bool,
+    key: Callable[[Path | str], object],
+    join: Callable[[Path | str, PurePath], Path | str],
+) -> list[Job]:
+    """Jobs for (source, path relative to the output, error) ``pairs``: the output names and
+    formats under ``spec``, and the collision checks, for any kind of location.
 
-    ``output`` is a file path when there is exactly one input file and it has an image
-    suffix; otherwise a folder. Outputs inside an input folder are never read back.
-    Raises UsageError for an input that does not exist or is not a regular file, a pattern
-    that matches nothing, an output that is an input folder or (for several inputs) not a
-    folder, and any output that would replace an input. A folder that cannot be read, or an
-    explicit input of an unsupported type, becomes a job with an ``error`` (it fails alone).
+    ``to_file``: ``output`` is the one output file; ``key(location)`` compares two locations
+    (a resolved path, a URI string); ``join(output, rel)`` names a location under the
+    output. Raises UsageError for an output that would replace its input or another input,
+    or two inputs written to one output.
     """
-    out = Path(output)
-    out_resolved = out.resolve()
-    pairs: list[tuple[Path, Path, str | None]] = []  # (src, path relative to the output folder, error)
+    sources = {key(src) for src, _, error in pairs if error is None}
+    jobs: list[Job] = []
+    seen: dict[object, Path | str] = {}
+    for src, rel, error in pairs:
+        if error is not None:
+            jobs.append(Job(src, join(output, rel), "", error))
+            continue
+        try:
+            name, suffix = job_format(src, spec.fmt)
+        except OutputError as exc:  # an explicit input of a type we do not read
+            jobs.append(Job(src, join(output, rel), "", str(exc)))
+            continue
+        if to_file:
+            dst = output
+            name = images.format_for_suffix(PurePath(str(output)).name) if spec.fmt == "same" else name
+        else:
+            dst = join(output, rel.with_suffix(suffix))
+        k = key(dst)
+        if k == key(src):
+            raise UsageError(f"output would overwrite its input: {src}")
+        if k in sources:
+            raise UsageError(f"{src} would be written to {dst}, which is another input")
+        if k in seen:
+            raise UsageError(f"{src} and {seen[k]} would both be written to {dst}")
+        seen[k] = src
+        jobs.append(Job(src, dst, name))
+    return jobs
+
+
+def expand_inputs(inputs: Sequence[str], out_resolved: Path, recursive: bool) -> list[tuple[Path, PurePath, str | None]]:
+    """(source, path relative to the output folder, error) for files, folders and glob patterns."""
+    pairs: list[tuple[Path, PurePath, str | None]] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             if path.resolve() == out_resolved:
-                raise UsageError(f"the output folder {output} is also an input folder")
+                raise UsageError(f"the output folder {item} is also an input folder")
             for p in _walk(path, out_resolved, recursive):
                 if isinstance(p, OSError):
                     folder = Path(p.filename)
@@ -140,36 +177,28 @@ def plan_jobs(inputs: Sequence[str], output: str, *, fmt: str = "same", recursiv
             pairs += [(m, m.relative_to(base), None) for m in files]
         else:
             raise UsageError(f"input not found: {item}")
+    return pairs
+
+
+def plan_jobs(inputs: Sequence[str], output: str, spec: OutputSpec | None = None, *,
+              recursive: bool = True) -> list[Job]:
+    """Expand files, folders and glob patterns into jobs mirroring the tree under ``output``.
+
+    ``output`` is a file path when there is exactly one input file and it has an image
+    suffix; otherwise a folder. Outputs inside an input folder are never read back. Output
+    names and formats follow ``spec`` (default :class:`~lia_upscale.pipeline.OutputSpec`).
+    Raises UsageError for an input that does not exist or is not a regular file, a pattern
+    that matches nothing, an output that is an input folder or (for several inputs) not a
+    folder, and any output that would replace an input. A folder that cannot be read, or an
+    explicit input of an unsupported type, becomes a job with an ``error`` (it fails alone).
+    """
+    out = Path(output)
+    pairs = expand_inputs(inputs, out.resolve(), recursive)
     single_file = len(inputs) == 1 and Path(inputs[0]).is_file()
     to_file = single_file and out.suffix.lower() in images.FORMAT_SUFFIXES
     if not to_file and (out.exists() and not out.is_dir()
                         or not out.exists() and out.suffix.lower() in images.FORMAT_SUFFIXES):
         raise UsageError(f"{output} must be a folder for this many inputs (it is "
                          f"{'a file' if out.exists() else 'named like an image'})")
-    sources = {src.resolve() for src, _, error in pairs if error is None}
-    jobs: list[Job] = []
-    seen: dict[Path, Path] = {}
-    for src, rel, error in pairs:
-        if error is not None:
-            jobs.append(Job(src, out / rel, "", error))
-            continue
-        try:
-            name, suffix = _out_format(src, fmt)
-        except OutputError as exc:  # an explicit input of a type we do not read
-            jobs.append(Job(src, out / rel, "", str(exc)))
-            continue
-        if to_file:
-            dst = out
-            name = images.format_for_suffix(out) if fmt == "same" else name
-        else:
-            dst = out / rel.with_suffix(suffix)
-        key = dst.resolve()
-        if key == src.resolve():
-            raise UsageError(f"output would overwrite its input: {src}")
-        if key in sources:
-            raise UsageError(f"{src} would be written to {dst}, which is another input")
-        if key in seen:
-            raise UsageError(f"{src} and {seen[key]} would both be written to {dst}")
-        seen[key] = src
-        jobs.append(Job(src, dst, name))
-    return jobs
+    return make_jobs(pairs, out, spec or OutputSpec(), to_file=to_file,
+                     key=lambda p: Path(p).resolve(), join=lambda base, rel: Path(base) / rel)

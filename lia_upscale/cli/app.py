@@ -121,8 +121,8 @@ def engine_options(f):
 
 def memory_options(f):
     f = click.option("--max-memory", type=ByteSize(), default=None,
-                     help="Memory one image may use, e.g. 4G (default: 3/4 of the memory available); "
-                          "tiles shrink to fit, and an image that cannot fit fails before it runs.")(f)
+                     help="Memory the run may use, all images in flight together, e.g. 4G (default: 3/4 of the "
+                          "memory available); tiles shrink to fit, and an image that cannot fit fails before it runs.")(f)
     f = click.option("--max-pixels", type=Count(1, 2**40), default=None,
                      help="Largest input in pixels (default 89,478,485: decompression-bomb protection).")(f)
     return f

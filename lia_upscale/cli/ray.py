@@ -30,10 +30,10 @@ def ray_options(f):
     return f
 
 
-def run_on_ray(inputs, output, fmt: str, recursive: bool, upscaler_args: dict, ray_args: dict,
-               console: Console, run_batch: Callable[[list, Callable], int], *, overwrite: bool,
-               quality: int | None, outscale: float | None) -> int:
-    """Plan ``inputs`` (paths or URIs), check the model here, run on Ray; the exit status.
+def run_on_ray(inputs, output, spec, recursive: bool, upscaler_args: dict, ray_args: dict,
+               console: Console, run_batch: Callable[[list, Callable], int]) -> int:
+    """Plan ``inputs`` (paths or URIs) under the job's ``spec``, check the model here, run on
+    Ray; the exit status.
 
     ``run_batch(jobs, run)`` is the CLI's display (progress, JSON rows, summary), shared
     with the local batch; ``run(events)`` runs the jobs.
@@ -46,7 +46,7 @@ def run_on_ray(inputs, output, fmt: str, recursive: bool, upscaler_args: dict, r
     options = raybatch.RayOptions(ray_args["ray_address"], ray_args["ray_workers"], ray_args["ray_threads"],
                                   stall_s=ray_args["ray_stall_timeout"])
     try:
-        jobs = raybatch.plan(inputs, output, fmt=fmt, recursive=recursive)
+        jobs = raybatch.plan(inputs, output, spec, recursive=recursive)
     except (UsageError, OSError) as exc:
         fail_usage(str(exc))
     if not jobs:
@@ -58,8 +58,7 @@ def run_on_ray(inputs, output, fmt: str, recursive: bool, upscaler_args: dict, r
 
     def run(events) -> None:
         try:
-            raybatch.run_jobs(jobs, upscaler_args, options=options, overwrite=overwrite, quality=quality,
-                              outscale=outscale, events=events,
+            raybatch.run_jobs(jobs, upscaler_args, options=options, spec=spec, events=events,
                               on_warning=lambda msg: console.log(f"[yellow]warning:[/] {escape(printable(msg))}"))
         except UsageError as exc:
             fail_usage(escape(str(exc)))

@@ -80,6 +80,7 @@ def upscale_cmd(paths, scale, weights, model_name, denoise, outscale, fmt, quali
                 **ray_args) -> None:
     """Upscale INPUT... (files, folders, globs, or - for stdin) into OUTPUT (folder, file, or -)."""
     from ..batch import UsageError, plan_jobs
+    from ..pipeline import OutputSpec
 
     if len(paths) < 2:
         raise click.UsageError("give at least one INPUT and the OUTPUT")
@@ -98,17 +99,17 @@ def upscale_cmd(paths, scale, weights, model_name, denoise, outscale, fmt, quali
         from .. import images
 
         images.set_max_pixels(max_pixels)
+    spec = OutputSpec(fmt=fmt, quality=quality, outscale=outscale, overwrite=overwrite)
     if "-" in inputs or output == "-":
         if use_ray or ray_args["ray_address"]:
             fail_usage("--ray runs a batch of files; streaming through - runs here, without it")
-        _stream(inputs, output, fmt, quality, outscale, overwrite, console, dict(upscaler_args, threads=threads))
+        _stream(inputs, output, spec, console, dict(upscaler_args, threads=threads))
         return
     if use_ray or ray_args["ray_address"]:
-        sys.exit(run_on_ray(inputs, output, fmt, not no_recursive, upscaler_args, ray_args, console,
-                            lambda jobs, run: _run_batch(jobs, run, console, as_json, quiet),
-                            overwrite=overwrite, quality=quality, outscale=outscale))
+        sys.exit(run_on_ray(inputs, output, spec, not no_recursive, upscaler_args, ray_args, console,
+                            lambda jobs, run: _run_batch(jobs, run, console, as_json, quiet)))
     try:
-        jobs = plan_jobs(inputs, output, fmt=fmt, recursive=not no_recursive)
+        jobs = plan_jobs(inputs, output, spec, recursive=not no_recursive)
     except UsageError as exc:
         fail_usage(str(exc))
     if not jobs:
@@ -118,7 +119,7 @@ def upscale_cmd(paths, scale, weights, model_name, denoise, outscale, fmt, quali
     def run(events) -> None:
         from ..batch import run_jobs
 
-        run_jobs(jobs, upscaler, overwrite=overwrite, quality=quality, outscale=outscale, events=events)
+        run_jobs(jobs, upscaler, spec=spec, events=events)
 
     sys.exit(_run_batch(jobs, run, console, as_json, quiet))
 
@@ -129,9 +130,20 @@ def _missing_support(fmt: str) -> str | None:
     return images.missing_support(images.format_for_suffix(f"x.{fmt}"))
 
 
-def _stream(inputs, output, fmt, quality, outscale, overwrite, console, upscaler_args) -> None:
-    from ..batch import UsageError
-    from ..batch.stream import check_stream_output, upscale_stream
+def _check_stream_output(dest: Path, overwrite: bool) -> None:
+    """Refuse (usage error) an OUTPUT that is not a regular file, or exists without ``--overwrite``."""
+    from ..files import check_writable_target
+
+    try:
+        exists = check_writable_target(dest)
+    except OSError as exc:
+        fail_usage(str(exc))
+    if exists and not overwrite:
+        fail_usage(f"{dest} exists; pass --overwrite to replace it")
+
+
+def _stream(inputs, output, spec, console, upscaler_args) -> None:
+    from ..pipeline import process
 
     if len(inputs) != 1:
         fail_usage("streaming with - takes exactly one INPUT and one OUTPUT")
@@ -140,16 +152,12 @@ def _stream(inputs, output, fmt, quality, outscale, overwrite, console, upscaler
     if output == "-" and sys.stdout.isatty():
         fail_usage("standard output is a terminal: an image there would be binary noise; redirect it "
                    "(> out.png) or name an OUTPUT file")
-    try:
-        if output != "-":
-            check_stream_output(Path(output), overwrite)  # before the model loads or stdin is read
-    except UsageError as exc:
-        fail_usage(str(exc))
+    if output != "-":
+        _check_stream_output(Path(output), spec.overwrite)  # before the model loads or stdin is read
     upscaler = make_upscaler(console, **upscaler_args)
     try:
-        src = sys.stdin.buffer.read() if inputs[0] == "-" else Path(inputs[0])
-        dest = sys.stdout.buffer if output == "-" else Path(output)
-        upscale_stream(upscaler, src, dest, fmt=fmt, quality=quality, outscale=outscale)
+        src = sys.stdin.buffer if inputs[0] == "-" else Path(inputs[0])
+        process(upscaler, src, sys.stdout.buffer if output == "-" else Path(output), spec)
     except (LiaError, OSError) as exc:
         if output == "-" and getattr(exc.__cause__ or exc, "errno", None) == errno.EPIPE:
             # nobody reads stdout any more: point it at /dev/null, so the final flush is quiet

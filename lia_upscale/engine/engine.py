@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -13,9 +14,9 @@ import torch
 
 from . import tiling
 from .allocator import reuse_freed_memory
+from .budget import REUSE_BUDGET_BYTES, MemoryModel
 from .assembly import FullImage
 from .samples import HostSink
-from .threads import cpu_threads
 from ..errors import DeviceError
 from ..models.descriptor import ModelDescriptor, describe
 from ..nn import Placement, PlainUSR
@@ -26,26 +27,13 @@ __all__ = ["Engine", "ArraySink", "DEFAULT_TILE", "DEFAULT_CPU_TILE", "LARGE_IMA
 #: Default tile edge in input pixels on CUDA, chosen by measurement (see README, "Tiling").
 DEFAULT_TILE = 512
 #: Default tile edge on the CPU, in input pixels: every source tile holds at most
-#: (1032 + 2 * 48)^2 pixels (tiling.grid_shape). Measured on base x4, one thread of an
-#: AVX-512 core: the context each tile recomputes costs up to (1 + 2 * 48 / tile)^2 in
-#: pixels (1.41x at 512, 1.19x at 1032), and 1024x1024 tiled at 512 runs at 0.76x the
-#: whole-image speed; very large tiles are slow again (a 2048x2048 image whole: 0.74x the
-#: speed of its four 1032 tiles) and memory-hungry. 1032 runs images up to 1.27 MP as one
-#: tile; a multiple of 6 (LIA's alignment).
+#: (1032 + 2 * 48)^2 pixels (tiling.grid_shape); images up to 1.27 MP run as one tile; a
+#: multiple of 6 (LIA's alignment). Chosen by measurement: docs/engine.md.
 DEFAULT_CPU_TILE = 1032
-#: On the CPU, freed memory is kept in the heap for reuse (:mod:`~lia_upscale.engine.allocator`:
-#: no page faults, 1.3-1.7x faster on a 6-MP photo) for images up to this many input
-#: pixels, and for larger ones only while their estimated peak stays within
-#: :data:`REUSE_BUDGET_BYTES`: the output accumulator (12 bytes per output pixel) plus six
-#: full-width feature maps of a tile batch (the heap holds on to a few beside the live
-#: ones). Fitted on a 2832x2128 photo, 1032 tiles of several shapes, with reuse: base x4
-#: 3.48 GB, U x4 2.22 GB, S x2 1.48 GB peak RSS (without: 2.23, 2.04, 1.11 GB). Since every
-#: tile of an image has one shape the heap no longer grows tile after tile: base x4 at its
-#: 744 default, the same photo, 1.58 GB with reuse and 43.7 s against 1.16 GB and 53.5 s
-#: without (one run each, loaded machine); a 12-MP photo at x4 still runs without.
+#: On the CPU, freed memory is kept in the heap for reuse (:mod:`~lia_upscale.engine.allocator`)
+#: for images up to this many input pixels, and for larger ones only while their estimated
+#: peak stays within :data:`REUSE_BUDGET_BYTES`. Fitted by measurement: docs/engine.md.
 LARGE_IMAGE_PIXELS = 2_000_000
-REUSE_BUDGET_BYTES = 2 << 30
-_REUSE_MAPS = 6
 #: float32(1 / 255): what the decoder multiplies 8-bit samples by
 _BYTE_SCALE = float(np.float32(1.0 / 255.0))
 
@@ -53,7 +41,7 @@ _BYTE_SCALE = float(np.float32(1.0 / 255.0))
 #: Feature channels up to which the CPU default tile is :data:`DEFAULT_CPU_TILE` (PlainUSR-S's
 #: 35). A wider network gets a tile of the same feature-map area: the network's transient
 #: memory grows with channels x tile area, while the tile's share of recomputed context
-#: grows only slowly as it shrinks (M: 852, 1.24x instead of 1.19x; base: 744, 1.28x).
+#: grows only slowly as it shrinks (docs/engine.md).
 _CPU_TILE_CHANNELS = 35
 
 
@@ -121,6 +109,11 @@ class Engine:
         self.max_batch_pixels = tiling.DEFAULT_MAX_BATCH_PIXELS
         self.fallbacks = 0
         self._on_fallback = on_fallback
+        # what one run settles on (a shrunk tile, a fallback) is written back under this lock:
+        # lanes of a batch share the engine
+        self._state = threading.Lock()
+        #: the memory policy of this engine (:class:`~lia_upscale.engine.budget.MemoryModel`)
+        self.memory = MemoryModel(self)
 
     @property
     def network(self) -> PlainUSR:
@@ -143,42 +136,13 @@ class Engine:
         x = batch.to(self.device, self.dtype).contiguous(memory_format=torch.channels_last)
         y = infer(self._module, x, placements)
         if self.dtype != torch.float32 and not bool(torch.isfinite(y).all()):
-            self.fallbacks += 1
-            if self.fallbacks == 1 and self._on_fallback:
+            with self._state:
+                self.fallbacks += 1
+                first = self.fallbacks == 1
+            if first and self._on_fallback:
                 self._on_fallback(f"non-finite {self.dtype} output; recomputing such tiles in float32")
             y = infer(self._float32(), x.float(), placements)
         return y.float()
-
-    def working_bytes(self, size: tuple[int, int], kept: float = 12.0, *, tile: int | None = None) -> int:
-        """Estimated memory an (H, W) image holds while it runs, in bytes.
-
-        ``kept``: bytes per output pixel the caller keeps for the whole image (12: the
-        float32 result of :meth:`run`; 3 or 4: 8-bit samples for JPEG/WEBP; 0 for a file
-        written band by band). Counted beside it: the decoded input (4 bytes per input
-        pixel: 8-bit samples, or a float alpha), six feature maps of one network call (the live ones
-        and those the heap holds on to when freed memory is kept for reuse), the call's
-        float32 output, the float32 area of the tile being merged with its weights, the
-        overlap bands, and for a streamed file three grid rows of samples (being put,
-        assembled and compressed). ``tile``: the tile edge to assume (default: the engine's).
-        """
-        h, w = size
-        pixels = h * w
-        s, band = self.scale, self.contract.band
-        tile = self.tile_for_size(size) if tile is None else tile
-        # every tile's source has one shape (tiling.plan_tiles); a network call takes a batch
-        # of them (or the whole image)
-        if min(h, w) >= self.contract.min_size:
-            _, cols, src_h, src_w = tiling.source_shape(h, w, tile, self.contract)
-        else:
-            cols, src_h, src_w = 1, h, w
-        per_call = src_h * src_w * max(1, min(cols, self.max_batch_pixels // max(1, src_h * src_w)))
-        map_bytes = self.descriptor.feature_channels * per_call * self.dtype.itemsize
-        merge = 2 * 12 * ((src_h + 2 * band) * s) * ((src_w + 2 * band) * s)
-        bands = 2 * 12 * (2 * band * s) * (w * s)
-        rows = 0 if kept else 3 * 4 * (src_h * s) * (w * s)
-        # 4 bytes an input pixel: its 8-bit samples as decoded (and a float alpha, rarely)
-        return int(4 * pixels + _REUSE_MAPS * map_bytes + 12 * per_call * s * s + merge + bands + rows
-                   + kept * pixels * s * s)
 
     def tile_for_size(self, size: tuple[int, int]) -> int:
         """The tile edge an (H, W) image runs with: the engine's, or 0 (the whole image) for
@@ -189,70 +153,33 @@ class Engine:
             return 0
         return self.tile
 
-    def _tile_steps(self, size: tuple[int, int]) -> Iterator[int]:
-        """The tile edges a budget search tries, largest first: :meth:`tile_for_size`'s (or the
-        whole image), three quarters of the last each time, down to the contract's smallest."""
-        tile = self.tile_for_size(size) or max(size)
-        while True:
-            yield tile
-            if tile <= self.contract.min_tile:
-                return
-            tile = max(self.contract.min_tile, tile * 3 // 4 // self.contract.alignment * self.contract.alignment)
-
-    def tile_for(self, size: tuple[int, int], kept: float, budget: int) -> int | None:
-        """The largest tile edge, at most :meth:`tile_for_size`'s, whose :meth:`working_bytes`
-        fit ``budget``; None when no tile does."""
-        return next((t for t in self._tile_steps(size) if self.working_bytes(size, kept, tile=t) <= budget), None)
-
-    def least_bytes(self, size: tuple[int, int], kept: float) -> int:
-        """The smallest :meth:`working_bytes` over the tiles :meth:`tile_for` tries: what an
-        (H, W) image needs at the least. Not always at the smallest tile: tiny tiles batch
-        many overlapping sources into one network call."""
-        return min(self.working_bytes(size, kept, tile=t) for t in self._tile_steps(size))
-
     def _reuse_memory(self, size: tuple[int, int]) -> bool:
         """Whether this image runs with freed memory kept for reuse (see :data:`LARGE_IMAGE_PIXELS`)."""
         if self.device.type != "cpu":
             return False
         # what churns through the heap: the network and the merge, not what the caller keeps
-        return size[0] * size[1] <= LARGE_IMAGE_PIXELS or self.working_bytes(size, 0) <= REUSE_BUDGET_BYTES
-
-    def concurrent_images(self, sizes: Iterable[tuple[int, int]]) -> int:
-        """How many images of these (H, W) sizes should run at once on this engine: 2 or 1.
-
-        Two, each with half the CPU threads, when the engine runs on a CPU with at least two
-        threads and two of the largest image fit :data:`REUSE_BUDGET_BYTES` together
-        (:meth:`working_bytes`): then one image's decoding and encoding fill the cores while
-        the other's network waits for them, instead of competing with a network that holds
-        every core (four 6-MP photos at x2 with U: 0.99x the network time instead of 1.16x,
-        measured by ``scripts/pipeline_workers_ab.py``). One on CUDA, on one thread, and for
-        big images on wide models. ``sizes`` is only read when the device and threads allow
-        two, so it may be a lazy probe of files.
-        """
-        if self.device.type != "cpu" or cpu_threads() < 2:
-            return 1
-        sizes = list(sizes)
-        if len(sizes) < 2:
-            return 1
-        # kept samples (a JPEG's) are left out: they are small beside the network's
-        return 2 if 2 * max(self.working_bytes(size, 0) for size in sizes) <= REUSE_BUDGET_BYTES else 1
+        return size[0] * size[1] <= LARGE_IMAGE_PIXELS or self.memory.working_bytes(size, 0) <= REUSE_BUDGET_BYTES
 
     def run(
-        self, rgb: np.ndarray | torch.Tensor, on_tile: Callable[[int, int], None] | None = None
+        self, rgb: np.ndarray | torch.Tensor, on_tile: Callable[[int, int], None] | None = None,
+        *, tile: int | None = None, batch_pixels: int | None = None,
     ) -> torch.Tensor:
         """Upscale an (H, W, 3) float array or (3, H, W) tensor in [0, 1] (or uint8 samples).
 
-        Returns a (3, sH, sW) float32 CPU tensor, not clamped.
+        Returns a (3, sH, sW) float32 CPU tensor, not clamped. ``tile``: this image's tile
+        edge (default: :meth:`tile_for_size`'s), ``batch_pixels``: the most source pixels one
+        network call takes (default and at most: the engine's), e.g. from a memory plan.
         """
         image = _channels_first(rgb) if isinstance(rgb, np.ndarray) else rgb
         s = self.scale
         full = FullImage(image.shape[0], image.shape[1] * s, image.shape[2] * s)
-        self._tiled(image, full, self.tile_for_size(tuple(image.shape[-2:])), on_tile)
+        tile = self.tile_for_size(tuple(image.shape[-2:])) if tile is None else tile
+        self._tiled(image, full, tile, on_tile, batch_pixels)
         return full.image
 
     def run_into(
         self, rgb: np.ndarray, sink: ArraySink, on_tile: Callable[[int, int], None] | None = None,
-        *, tile: int | None = None,
+        *, tile: int | None = None, batch_pixels: int | None = None,
     ) -> None:
         """Upscale an (H, W, 3) float array in [0, 1] (or uint8 samples), handing finished pixels to ``sink``.
 
@@ -262,24 +189,27 @@ class Engine:
         ``sink.restart()`` before an out-of-memory retry (see
         :func:`~lia_upscale.engine.tiling.upscale_into`). The sinks of
         :mod:`lia_upscale.images.rows` quantise or stream them. ``tile``: this image's tile
-        edge (default: the engine's), e.g. from :meth:`tile_for`. Raises LiaError when the
-        network's output is not finite.
+        edge (default: the engine's) and ``batch_pixels`` as for :meth:`run`, e.g. from a
+        memory plan. Raises LiaError when the network's output is not finite.
         """
         image = _channels_first(rgb)
         tile = self.tile_for_size(tuple(image.shape[-2:])) if tile is None else tile
-        self._tiled(image, HostSink(sink, deferred=self.device.type == "cuda"), tile, on_tile)
+        self._tiled(image, HostSink(sink, deferred=self.device.type == "cuda"), tile, on_tile, batch_pixels)
 
-    def _tiled(self, image: torch.Tensor, sink, tile: int, on_tile: Callable[[int, int], None] | None) -> None:
+    def _tiled(self, image: torch.Tensor, sink, tile: int, on_tile: Callable[[int, int], None] | None,
+               batch_pixels: int | None = None) -> None:
+        batch = self.max_batch_pixels if batch_pixels is None else min(self.max_batch_pixels, batch_pixels)
         with reuse_freed_memory() if self._reuse_memory(image.shape[-2:]) else contextlib.nullcontext():
             result = tiling.upscale_into(
                 image, self._forward, self.contract, tile, sink,
-                max_batch_pixels=self.max_batch_pixels, on_tile=on_tile,
+                max_batch_pixels=batch, on_tile=on_tile,
             )
         if result.retries:  # keep what an out-of-memory retry settled on for the rest of the batch
-            # (tile 0, the whole image, is larger than any tile it shrank to)
-            shrunk = result.tile if self.tile <= 0 else min(self.tile, result.tile)
-            self.tile, self.max_batch_pixels = shrunk, result.max_batch_pixels
-            self._whole_small = False
+            with self._state:  # another lane may have settled on less meanwhile: keep the smaller
+                # (tile 0, the whole image, is larger than any tile it shrank to)
+                self.tile = result.tile if self.tile <= 0 else min(self.tile, result.tile)
+                self.max_batch_pixels = min(self.max_batch_pixels, result.max_batch_pixels)
+                self._whole_small = False
 
 
 class ArraySink(Protocol):

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .. import images
-from ..batch import Job, UsageError, is_image, job_format, plan_jobs
+from ..batch import Job, UsageError, expand_inputs, is_image, make_jobs, plan_jobs
+from ..pipeline import OutputSpec
 
 __all__ = ["RayOptions", "Workers", "existing_outputs", "filesystem", "is_uri", "plan", "plan_workers"]
 
@@ -105,42 +105,27 @@ def _uri_pairs(item: str, recursive: bool) -> list[tuple[str, PurePosixPath]]:
             if f.type == pafs.FileType.File and is_image(f.base_name)]
 
 
-def plan(inputs: Sequence[str], output: str, *, fmt: str = "same", recursive: bool = True) -> list[Job]:
+def plan(inputs: Sequence[str], output: str, spec: OutputSpec | None = None, *, recursive: bool = True) -> list[Job]:
     """:func:`~lia_upscale.batch.plan_jobs`, with URIs allowed for inputs and the output.
 
     Without a URI this is ``plan_jobs`` itself. With one, a Job's URI side is a str; plain
-    inputs are planned by ``plan_jobs`` (globs, tree walk) and mirrored under the output
-    URI; URI inputs are an object or a prefix (no globs).
+    inputs are expanded as ``plan_jobs`` does (globs, tree walk) and mirrored under the
+    output URI; URI inputs are an object or a prefix (no globs). Names, formats and the
+    collision checks are the local planner's (:func:`~lia_upscale.batch.make_jobs`).
     """
+    spec = spec or OutputSpec()
     if not any(is_uri(name) for name in (*inputs, output)):
-        return plan_jobs(inputs, output, fmt=fmt, recursive=recursive)
-    pairs: list[tuple[str | Path, PurePosixPath]] = []
+        return plan_jobs(inputs, output, spec, recursive=recursive)
     plain = [item for item in inputs if not is_uri(item)]
-    if plain:
-        # plan_jobs mirrors the tree under a folder; any folder outside the inputs will do
-        anchor = Path("/nonexistent-lia-upscale-plan")
-        pairs += [(job.src, PurePosixPath(Path(job.dst).relative_to(anchor).as_posix()))
-                  for job in plan_jobs(plain, str(anchor), fmt="same", recursive=recursive)]
+    # any folder outside the inputs will do as the walk's excluded output
+    pairs: list = expand_inputs(plain, Path("/nonexistent-lia-upscale-plan"), recursive) if plain else []
     for item in inputs:
         if is_uri(item):
-            pairs += _uri_pairs(item, recursive)
+            pairs += [(src, rel, None) for src, rel in _uri_pairs(item, recursive)]
     single = len(inputs) == 1 and len(pairs) == 1 and str(pairs[0][0]) == str(inputs[0])  # one file, not a folder
-    jobs: list[Job] = []
-    seen: dict[str, str | Path] = {}
-    for src, rel in pairs:
-        name, suffix = job_format(src, fmt)
-        if single and is_image(output):
-            dst: str | Path = output if is_uri(output) else Path(output)
-            name = images.format_for_suffix(Path(PurePosixPath(output).name)) if fmt == "same" else name
-        else:
-            dst = _join(output, rel.with_suffix(suffix)) if is_uri(output) else Path(output) / rel.with_suffix(suffix)
-        if str(dst) == str(src):
-            raise UsageError(f"output would overwrite its input: {src}")
-        if str(dst) in seen:
-            raise UsageError(f"{src} and {seen[str(dst)]} would both be written to {dst}")
-        seen[str(dst)] = src
-        jobs.append(Job(src, dst, name))
-    return jobs
+    return make_jobs(pairs, output if is_uri(output) else Path(output), spec, to_file=single and is_image(output),
+                     key=lambda loc: str(loc) if is_uri(loc) else str(Path(loc).resolve()),
+                     join=lambda base, rel: _join(str(base), rel) if is_uri(base) else Path(base) / rel)
 
 
 def existing_outputs(jobs: Sequence[Job]) -> set[str]:

@@ -10,8 +10,9 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from ..batch import BatchEvents, Job, Outcome, UsageError, failure_reason, prescreen
 from ..files import remove_stale_temporaries
-from ..batch import BatchEvents, Job, Outcome, UsageError, failure_reason
+from ..pipeline import OutputSpec
 from .connect import connect
 from .plan import RayOptions, Workers, existing_outputs, is_uri, plan_workers
 from .worker import CRASHED, FileUpscaler, on_worker
@@ -138,11 +139,16 @@ def _remove_temps(dst: Path) -> None:
     remove_stale_temporaries(dst.parent, dst)
 
 
-def _actor_args(upscaler_args: dict, pool: Workers, quality: int | None, outscale: float | None) -> tuple:
+def _actor_args(upscaler_args: dict, pool: Workers, spec: OutputSpec) -> tuple:
     args = dict(upscaler_args, device="cuda" if pool.gpu else "cpu")
     if args.get("weights") is not None and not is_uri(str(args["weights"])):
         args["weights"] = str(Path(args["weights"]).absolute())
-    return args, pool.cpus, quality, outscale
+    return args, pool.cpus, spec
+
+
+def _exists(existing: set[str]):
+    """The pre-screen's view of outputs on a cluster: listed ones are files (folders are found by the worker)."""
+    return lambda job: "file" if str(job.dst) in existing else None
 
 
 def run_jobs(
@@ -150,9 +156,7 @@ def run_jobs(
     upscaler_args: dict,
     *,
     options: RayOptions | None = None,
-    overwrite: bool = False,
-    quality: int | None = None,
-    outscale: float | None = None,
+    spec: OutputSpec | None = None,
     events: BatchEvents | None = None,
     on_warning: Callable[[str], None] = lambda message: None,
 ) -> list[Outcome]:
@@ -160,7 +164,8 @@ def run_jobs(
 
     ``upscaler_args`` are :class:`~lia_upscale.api.Upscaler`'s keyword arguments (``device``
     picks the actors' kind, see :func:`~.plan.plan_workers`; a weights path must be visible
-    to every node). Existing outputs are skipped unless ``overwrite``. A file whose worker
+    to every node). ``spec`` as for the local batch: existing outputs are skipped unless
+    ``spec.overwrite``. A file whose worker
     dies is run once more alone, then reported failed; the batch ends when every planned
     file has an outcome, or stops after ``options.stall_s`` without progress. Raises
     UsageError when the cluster cannot be joined or cannot run the pool.
@@ -168,6 +173,7 @@ def run_jobs(
     import ray
 
     opts = options or RayOptions()
+    spec = spec or OutputSpec()
     ev = events or BatchEvents()
     outcomes: list[Outcome] = []
 
@@ -175,15 +181,11 @@ def run_jobs(
         outcomes.append(outcome)
         ev.on_outcome(outcome)
 
-    existing = set() if overwrite else existing_outputs(jobs)
-    todo: dict[str, Job] = {}
-    for job in jobs:
-        if job.error is not None:  # failed in planning (an unreadable folder, an unsupported input)
-            report(Outcome(job, "failed", error=job.error))
-        elif str(job.dst) in existing:
-            report(Outcome(job, "skipped"))
-        else:
-            todo[on_worker(job.src)] = job
+    existing = set() if spec.overwrite else existing_outputs(jobs)
+    settled, left = prescreen(jobs, spec.overwrite, _exists(existing))
+    for outcome in settled:
+        report(outcome)
+    todo: dict[str, Job] = {on_worker(job.src): job for job in left}
     if not todo:
         return outcomes
     if not isinstance(sys.stdout, _MainThreadStdout):
@@ -192,36 +194,44 @@ def run_jobs(
     _quiet_ray()
     started_here = connect(opts.address)
     try:
-        pool, note = plan_workers(ray.cluster_resources(), upscaler_args.get("device", "auto"),
-                                  opts.workers, opts.threads)
-        if note:
-            on_warning(note)
-        if len([n for n in ray.nodes() if n.get("Alive")]) > 1 and any(
-                not is_uri(n) for job in todo.values() for n in (job.src, job.dst)):
-            on_warning("plain paths on a multi-node cluster: every node must see them at the same path")
-        actor_args = _actor_args(upscaler_args, pool, quality, outscale)
-
-        def on_row(row: dict) -> None:
-            key = str(row["key"])
-            job = todo.pop(key, None)
-            if job is not None:  # the error names the file as the user did, not as the worker opened it
-                error = str(row["error"]).replace(key, str(job.src)) or None
-                report(Outcome(job, str(row["status"]), float(row["seconds"]), error))
-
-        def items() -> list[dict]:
-            return [{"src": key, "dst": on_worker(job.dst), "fmt": job.fmt} for key, job in todo.items()]
-
-        why = _one_pass(items(), pool.count * BLOCKS_PER_WORKER, pool, actor_args, opts, opts.retries, on_row)
-        if todo and why is None and len(todo) > 1:
-            # a worker died on a block: its files again, one block each and no retry, so only
-            # the culprit fails
-            why = _one_pass(items(), len(todo), pool, actor_args, opts, 0, on_row)
-        for job in list(todo.values()):
-            if not is_uri(job.dst):
-                _remove_temps(Path(job.dst))
-            report(Outcome(job, "failed", 0.0, why or CRASHED))
-        todo.clear()
+        _on_cluster(todo, upscaler_args, opts, spec, report, on_warning)
     finally:
         if started_here:
             ray.shutdown()
     return outcomes
+
+
+def _on_cluster(todo: dict[str, Job], upscaler_args: dict, opts: RayOptions, spec: OutputSpec,
+                report: Callable[[Outcome], None], on_warning: Callable[[str], None]) -> None:
+    """Run ``todo`` (worker-side source name -> job) on the connected cluster; every job gets an outcome."""
+    import ray
+
+    pool, note = plan_workers(ray.cluster_resources(), upscaler_args.get("device", "auto"),
+                              opts.workers, opts.threads)
+    if note:
+        on_warning(note)
+    if len([n for n in ray.nodes() if n.get("Alive")]) > 1 and any(
+            not is_uri(n) for job in todo.values() for n in (job.src, job.dst)):
+        on_warning("plain paths on a multi-node cluster: every node must see them at the same path")
+    actor_args = _actor_args(upscaler_args, pool, spec)
+
+    def on_row(row: dict) -> None:
+        key = str(row["key"])
+        job = todo.pop(key, None)
+        if job is not None:  # the error names the file as the user did, not as the worker opened it
+            error = str(row["error"]).replace(key, str(job.src)) or None
+            report(Outcome(job, str(row["status"]), float(row["seconds"]), error))
+
+    def items() -> list[dict]:
+        return [{"src": key, "dst": on_worker(job.dst), "fmt": job.fmt} for key, job in todo.items()]
+
+    why = _one_pass(items(), pool.count * BLOCKS_PER_WORKER, pool, actor_args, opts, opts.retries, on_row)
+    if todo and why is None and len(todo) > 1:
+        # a worker died on a block: its files again, one block each and no retry, so only
+        # the culprit fails
+        why = _one_pass(items(), len(todo), pool, actor_args, opts, 0, on_row)
+    for job in list(todo.values()):
+        if not is_uri(job.dst):
+            _remove_temps(Path(job.dst))
+        report(Outcome(job, "failed", 0.0, why or CRASHED))
+    todo.clear()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import time
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
-from .. import images
 from ..api import Upscaler
 from ..batch import failure_reason
+from ..pipeline import OutputSpec, Skipped, process
 from .plan import filesystem, is_uri
 
 __all__ = ["CRASH_HOOK_ENV", "CRASHED", "FileUpscaler", "on_worker"]
@@ -31,13 +33,12 @@ def on_worker(name: str | Path) -> str:
 class FileUpscaler:
     """Ray Data's callable class: one Upscaler per actor; one status row per file."""
 
-    def __init__(self, upscaler_args: dict, threads: int, quality: int | None, outscale: float | None) -> None:
+    def __init__(self, upscaler_args: dict, threads: int, spec: OutputSpec) -> None:
         import torch
 
         torch.set_num_threads(threads)
         self.upscaler = Upscaler(**upscaler_args)
-        self.quality = quality
-        self.outscale = outscale
+        self.spec = spec
         self.crash_on = os.environ.get(CRASH_HOOK_ENV)
 
     def __call__(self, batch: dict) -> dict:
@@ -50,29 +51,26 @@ class FileUpscaler:
         if self.crash_on and PurePosixPath(src).stem == self.crash_on:
             os._exit(70)
         try:
-            self._upscale(src, dst, fmt)
+            self._upscale(src, dst, replace(self.spec, fmt=fmt))
+        except Skipped as exc:
+            return {"key": src, "status": "skipped", "error": str(exc), "seconds": time.perf_counter() - started}
         except Exception as exc:  # one file's failure never stops the batch
             return {"key": src, "status": "failed", "error": failure_reason(exc),
                     "seconds": time.perf_counter() - started}
         return {"key": src, "status": "done", "error": "", "seconds": time.perf_counter() - started}
 
-    def _upscale(self, src: str, dst: str, fmt: str) -> None:
-        if not is_uri(src) and not is_uri(dst):
-            self.upscaler.upscale_file(src, dst, fmt=fmt, quality=self.quality, outscale=self.outscale)
-            return
-        if is_uri(src):
-            fsys, path = filesystem(src)
-            with fsys.open_input_stream(path) as fp:
-                picture = self.upscaler.decode(fp.read())
-        else:
-            picture = self.upscaler.decode(Path(src))
-        result = self.upscaler.upscale_picture(picture, self.outscale)
-        dpi_scale = result.height / picture.height
-        if not is_uri(dst):
-            images.save(result, Path(dst), fmt, self.quality, dpi_scale=dpi_scale)
-            return
-        buf = io.BytesIO()  # encoded whole, then one PUT: on an object store a rename is a copy
-        images.encode(result, buf, fmt, quality=self.quality, dpi_scale=dpi_scale)
+    def _upscale(self, src: str, dst: str, spec: OutputSpec) -> None:
+        """One call of the pipeline; an object store's side read as a (capped) stream, written with one PUT."""
+        with contextlib.ExitStack() as stack:
+            source: object = Path(src)
+            if is_uri(src):
+                fsys, path = filesystem(src)
+                source = stack.enter_context(fsys.open_input_stream(path))
+            if not is_uri(dst):
+                process(self.upscaler, source, Path(dst), spec)
+                return
+            buf = io.BytesIO()  # encoded whole, then one PUT: on an object store a rename is a copy
+            process(self.upscaler, source, buf, spec)
         fsys, path = filesystem(dst)
         with fsys.open_output_stream(path) as fp:
             fp.write(buf.getbuffer())

@@ -32,7 +32,7 @@ def pipeline_check(
     """Run a folder through :func:`~lia_upscale.batch.run_jobs` and compare with the network alone.
 
     ``compute_s``: the sum over the images of the model's compute,
-    :meth:`Upscaler.run_network` on an already decoded picture (the network and the
+    :func:`lia_upscale.pipeline.network.run_network` on an already decoded picture (the network and the
     tiling). ``wall_s``: the whole pipelined batch (decode ahead; finish, i.e. clamp and
     convert, and encode behind; outputs in the input's format into a temporary folder).
     ``ratio`` = wall / compute: 1.0 means all of the file work is hidden. Repeats
@@ -40,7 +40,7 @@ def pipeline_check(
     hidden work costs on its own (measured once, sequentially).
 
     Where the rest goes: ``network_in_batch_s`` is the network's time inside the batch
-    (:meth:`Upscaler.render`, which also quantises, and writes a PNG or TIFF band by band;
+    (:func:`lia_upscale.pipeline.start`, which also quantises, and writes a PNG or TIFF band by band;
     above ``compute_s`` when the worker threads compete with it for the cores) and
     ``waiting_s`` = wall - network in batch, the calling thread's time outside the network
     (the first decode, the last encode, and any stall of the pipeline). ``lanes``: images
@@ -48,12 +48,15 @@ def pipeline_check(
     overlap and ``waiting_s`` is None, and ``network_in_batch_s`` sums both lanes' time.
     """
     from ..api import Upscaler
+    from ..batch import run as batch_run
     from ..batch.plan import plan_jobs
     from ..batch.run import image_lanes, run_jobs  # looked up now: a test may replace image_lanes
+    from ..pipeline import OutputSpec
+    from ..pipeline.network import finish_picture, run_network
 
     up = Upscaler(model=str(weights), device=device, precision=precision)  # a name or a file
     with tempfile.TemporaryDirectory(prefix="lia-bench-") as tmp:
-        jobs = plan_jobs([str(folder)], tmp, fmt="same")
+        jobs = plan_jobs([str(folder)], tmp)
         if not jobs:
             raise ImageError(f"{folder}: no images to time (PNG, JPEG, WEBP, TIFF, BMP, HEIC or AVIF)")
         decode_s, finish_s, encode_s, compute, walls = [], [], [], [], []
@@ -63,9 +66,12 @@ def pipeline_check(
             pictures.append(images.decode(job.src))
             decode_s.append(time.perf_counter() - t0)
         on_progress(f"pipeline: {len(jobs)} images, warm-up")
-        up.run_network(pictures[0])
-        network = up.run_network
-        render = up.render  # what the batch calls: the network, quantising (and a PNG/TIFF's writing)
+        run_network(up.engine, up.tta, pictures[0])
+
+        def network(picture):
+            return run_network(up.engine, up.tta, picture)
+
+        render = batch_run.start  # what the batch calls: the network, quantising (and a PNG/TIFF's writing)
         in_batch: list[list[float]] = []
 
         def timed(*args, **kwargs):
@@ -83,7 +89,7 @@ def pipeline_check(
                 times.append(time.perf_counter() - t0)
                 if r == 0:
                     t0 = time.perf_counter()
-                    result = up.finish_picture(pic, output)
+                    result = finish_picture(pic, output, (pic.height * up.scale, pic.width * up.scale))
                     finish_s.append(time.perf_counter() - t0)
                     t0 = time.perf_counter()
                     images.encode(result, _Sink(), job.fmt, quality=quality, dpi_scale=up.scale)
@@ -93,13 +99,13 @@ def pipeline_check(
             compute.append(sum(times))
             on_progress(f"pipeline: repeat {r + 1}/{repeats}, run_jobs")
             in_batch.append([])
-            up.render = timed  # type: ignore[method-assign]
+            batch_run.start = timed  # type: ignore[assignment]
             try:
                 t0 = time.perf_counter()
-                outcomes = run_jobs(jobs, up, overwrite=True, quality=quality)
+                outcomes = run_jobs(jobs, up, spec=OutputSpec(quality=quality, overwrite=True))
                 walls.append(time.perf_counter() - t0)
             finally:
-                del up.render
+                batch_run.start = render  # type: ignore[assignment]
             failed = [o for o in outcomes if o.status != "done"]
             if failed:
                 raise RuntimeError(f"pipeline: {failed[0].job.src}: {failed[0].error}")
