@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from lia_upscale.api import Upscaler
+from sheet import save_sheet
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = ROOT.parent / "shared" / "datasets" / "large" / "sceaux" / "100_7101.JPG"
@@ -32,15 +33,7 @@ def main() -> None:
     for s in STRENGTHS:
         up = Upscaler(model="lia-photo-x4", denoise=s, device="cpu", precision="fp32", tile=0)
         panels.append((f"--denoise {s:g}", up.upscale_tensor(lr).permute(1, 2, 0).numpy()))
-    h, w = panels[0][1].shape[:2]
-    sheet = Image.new("RGB", (w * len(panels) + 8 * (len(panels) - 1), h + 22), "white")
-    draw = ImageDraw.Draw(sheet)
-    for i, (name, rgb) in enumerate(panels):
-        x = i * (w + 8)
-        sheet.paste(Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)), (x, 22))
-        draw.text((x + 4, 4), name, fill="black")
-    sheet.save(out, optimize=True)
-    print(f"wrote {out} ({sheet.width}x{sheet.height})")
+    save_sheet(panels, out)
 
 
 if __name__ == "__main__":
