@@ -4,6 +4,7 @@ file that appeared meanwhile, and shares an engine safely; the API's type and va
 from __future__ import annotations
 
 import io
+import os
 import threading
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from lia_upscale import LiaError, Upscaler
 from lia_upscale.batch import BatchEvents, plan_jobs, run_jobs
 from lia_upscale.cli import main
 from lia_upscale.engine import Engine
-from lia_upscale.errors import byte_count, ImageError
+from lia_upscale.errors import ImageError, OutputError, byte_count
 from lia_upscale.pipeline import OutputSpec, Skipped, ToPil, plan_image, process, read, read_stream
 from lia_upscale.pipeline.sources import HEAD_BYTES, STREAM_SLACK
 from lia_upscale.raybatch.worker import FileUpscaler
@@ -348,3 +349,20 @@ def test_an_out_of_memory_shrink_in_one_lane_is_kept_safely(monkeypatch) -> None
     monkeypatch.undo()
     for name, image in images.items():
         assert torch.allclose(got[name], engine.run(image, tile=64), atol=1e-4)
+
+
+def test_upscale_file_never_replaces_its_own_input(tmp_path: Path) -> None:
+    """The API door refuses a destination that is its source (same path, a symlink to it, or a
+    hard link to it) before reading, and the input keeps its bytes (found by the second
+    hostile campaign: the CLI refused this, the API replaced the input)."""
+    src = tmp_path / "a.png"
+    Image.fromarray(np.arange(16 * 12 * 3, dtype=np.uint8).reshape(12, 16, 3)).save(src)
+    before = src.read_bytes()
+    (tmp_path / "link.png").symlink_to(src)
+    os.link(src, tmp_path / "hard.png")
+    up = Upscaler(model="lia-u-x2", device="cpu")
+    for dst in (src, tmp_path / "link.png", tmp_path / "hard.png", tmp_path / "." / "a.png"):
+        with pytest.raises(OutputError, match="would overwrite its input"):
+            up.upscale_file(src, dst)
+        assert src.read_bytes() == before
+    assert up.upscale_file(src, tmp_path / "b.png").exists()  # another name is written

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,11 +173,23 @@ def start(upscaler, picture: images.Picture, destination, spec: OutputSpec, *, p
     return _samples(upscaler, picture, plan, spec, dest, on_tile)
 
 
+def _refuse_same_file(src: Path, dst: Path) -> None:
+    try:
+        same = os.path.samefile(src, dst)
+    except OSError:  # one of them does not exist (yet): compare where they point
+        same = src.resolve() == dst.resolve()
+    if same:
+        raise OutputError(f"{dst}: the output would overwrite its input {src}; inputs are never replaced")
+
+
 def process(upscaler, source, destination, spec: OutputSpec, *, on_tile: OnTile = None,
             budget: int | None = None) -> Any:
     """Upscale one image from ``source`` (see :func:`~.sources.read`) to ``destination`` (see
     :func:`start`) under ``spec``; returns the path written, the PIL image (:class:`ToPil`),
     or None (a stream). Raises LiaError subclasses with a one-line message (:class:`Skipped`
-    when the file appeared meanwhile and ``spec.overwrite`` is false)."""
+    when the file appeared meanwhile and ``spec.overwrite`` is false). A destination that is
+    the source file itself (by path, link or inode) is refused before anything is read."""
+    if isinstance(source, (str, os.PathLike)) and isinstance(destination, (str, os.PathLike)):
+        _refuse_same_file(Path(source), Path(destination))
     picture = read(upscaler, source, budget=budget)
     return start(upscaler, picture, destination, spec, on_tile=on_tile, budget=budget)()
