@@ -183,6 +183,25 @@ def test_train_refuses_out_equal_to_its_init(tmp_path, nearest_weights):
     assert init.read_bytes() == nearest_weights[2].read_bytes()
 
 
+def test_train_never_writes_over_a_training_image(tmp_path):
+    """--out or --checkpoint on one of the training images is refused even with --overwrite
+    (found by the second campaign: --out data/big.png replaced the photo with weights)."""
+    from PIL import Image
+
+    data = tmp_path / "data" / "sub"
+    data.mkdir(parents=True)
+    photo = data / "big.png"
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(photo)
+    before = photo.read_bytes()
+    for extra in (["--out", str(photo)], ["--out", str(tmp_path / "w.safetensors"), "--checkpoint", str(photo)]):
+        result = CliRunner().invoke(main, ["train", str(tmp_path / "data"), *extra, "--overwrite", "--iterations", "1",
+                                           "--batch", "1", "--patch", "8"])
+        assert result.exit_code == 2 and ("is the input" in result.output or "is a training image" in result.output), \
+            result.output
+        assert photo.read_bytes() == before
+    assert not (tmp_path / "w.safetensors").exists()
+
+
 class _Endless(http.server.BaseHTTPRequestHandler):
     """Sends zeros for ever (optionally announcing a Content-Length it then exceeds)."""
 
