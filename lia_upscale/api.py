@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +32,22 @@ def resolve_model_source(
     if model is not None:
         return model
     return models.default_model_name(scale or 4, purpose)
+
+
+def _check_arguments(*, device, precision, tile, max_memory, on_warning, threads) -> None:
+    """TypeError/ValueError, in one line, for constructor arguments of the wrong type or range."""
+    for name, value in (("device", device), ("precision", precision)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a string such as 'auto', not {type(value).__name__}")
+    for name, value, low in (("tile", tile, 0), ("max_memory", max_memory, 1), ("threads", threads, 1)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+        if value < low:
+            raise ValueError(f"{name} must be at least {low}, not {value}")
+    if on_warning is not None and not callable(on_warning):
+        raise TypeError(f"on_warning must be callable, not {type(on_warning).__name__}")
 
 
 class Upscaler:
@@ -74,6 +91,8 @@ class Upscaler:
         threads: int | None = None,
         denoise: float | None = None,
     ) -> None:
+        _check_arguments(device=device, precision=precision, tile=tile, max_memory=max_memory,
+                         on_warning=on_warning, threads=threads)
         if threads is not None:
             set_cpu_threads(threads)
         self.model = models.load_model(resolve_model_source(weights, model, scale, purpose), on_warning=on_warning,

@@ -366,3 +366,19 @@ def test_upscale_file_never_replaces_its_own_input(tmp_path: Path) -> None:
             up.upscale_file(src, dst)
         assert src.read_bytes() == before
     assert up.upscale_file(src, tmp_path / "b.png").exists()  # another name is written
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"tile": "16"}, TypeError, "tile must be an int, not str"),
+    ({"tile": True}, TypeError, "tile must be an int, not bool"),
+    ({"max_memory": -5}, ValueError, "max_memory must be at least 1, not -5"),
+    ({"threads": 0}, ValueError, "threads must be at least 1, not 0"),
+    ({"device": 7}, TypeError, "device must be a string"),
+    ({"on_warning": 5}, TypeError, "on_warning must be callable, not int"),
+])
+def test_upscaler_arguments_of_the_wrong_type_or_range_are_one_clear_error(kwargs, error, message) -> None:
+    """Found by the second campaign: these ran (a negative budget, a str tile) or raised an
+    AttributeError from deep inside."""
+    with pytest.raises(error, match=message):
+        Upscaler(model="lia-u-x2", **kwargs)
+    assert Upscaler(model="lia-u-x2", tile=np.int64(32), max_memory=1 << 30).engine is not None
