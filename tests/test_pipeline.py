@@ -382,3 +382,13 @@ def test_upscaler_arguments_of_the_wrong_type_or_range_are_one_clear_error(kwarg
     with pytest.raises(error, match=message):
         Upscaler(model="lia-u-x2", **kwargs)
     assert Upscaler(model="lia-u-x2", tile=np.int64(32), max_memory=1 << 30).engine is not None
+
+
+def test_a_truncated_file_opened_lazily_by_pil_is_an_image_error_naming_it(tmp_path: Path) -> None:
+    """Image.open defers decoding: the truncation surfaces in upscale(), named, as an
+    ImageError (found by the second campaign: PIL's bare OSError)."""
+    path = tmp_path / "cut.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:2000])
+    with Image.open(path) as im, pytest.raises(ImageError, match=r"cut\.png: truncated or corrupt"):
+        Upscaler(model="lia-u-x2", device="cpu").upscale(im)

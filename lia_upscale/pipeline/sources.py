@@ -9,6 +9,7 @@ from PIL import Image
 
 from .. import images
 from ..errors import ImageError
+from ..images.picture import one_line
 from .plan import over_budget
 
 __all__ = ["read", "read_stream", "HEAD_BYTES", "STREAM_SLACK"]
@@ -75,6 +76,11 @@ def _from_pil(image: Image.Image) -> images.Picture:
     if image.mode not in PIL_MODES:
         raise ValueError(f"PIL mode {image.mode!r} is not supported: convert the image to RGB, RGBA, L, LA "
                          f"or I;16 first (e.g. image.convert('RGB'))")
+    try:
+        image.load()  # a lazily opened file is decoded here: its errors name it
+    except (OSError, SyntaxError, ValueError) as exc:
+        name = getattr(image, "filename", "") or "<PIL image>"
+        raise ImageError(f"{name}: truncated or corrupt image data ({one_line(exc)})") from None
     picture = images.from_pil(image.convert("RGB") if image.mode == "CMYK" else image)
     assert picture is not None  # every mode in PIL_MODES has a picture
     return picture
