@@ -242,7 +242,7 @@ def test_ray_driver_passes_the_strength_to_the_actors(tmp_path: Path, monkeypatc
     def run_jobs(jobs, upscaler_args, **kwargs):
         # what the actors are built from: Ray is not started, the actor class runs here
         seen["args"] = upscaler_args
-        worker = FileUpscaler(dict(upscaler_args, device="cpu"), 1, kwargs["quality"], kwargs["outscale"])
+        worker = FileUpscaler(dict(upscaler_args, device="cpu"), 1, kwargs["spec"])
         seen["denoise"] = worker.upscaler.model.denoise
         for job in jobs:
             seen["row"] = worker.one(str(job.src), str(job.dst), job.fmt)
