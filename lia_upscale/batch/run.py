@@ -21,7 +21,7 @@ from .. import images
 from ..api import Upscaler
 from ..engine.threads import shared_threads
 from ..errors import LiaError
-from ..files import discard_temporaries_for, remove_stale_temporaries
+from ..files import NotRegularFileError, check_writable_target, discard_temporaries_for, remove_stale_temporaries
 from ..pipeline import Finish, OutputSpec, Skipped, plan_image, read, start
 from .plan import Job
 from .signals import interrupt_after
@@ -89,7 +89,9 @@ def prescreen(jobs: Sequence[Job], overwrite: bool, exists: Callable[[Job], str 
     """(outcomes of jobs settled before they run, jobs left to run), both in job order.
 
     A job that failed in planning fails; one whose output ``exists(job)`` says is a
-    ``"folder"`` fails; one whose output is a ``"file"`` is skipped unless ``overwrite``.
+    ``"folder"`` fails, as does one whose output is something else that is not a regular
+    file (``exists`` returns what it is, e.g. "a named pipe (FIFO)": never replaced,
+    ``overwrite`` or not); one whose output is a ``"file"`` is skipped unless ``overwrite``.
     """
     settled: list[Outcome] = []
     todo: list[Job] = []
@@ -99,6 +101,8 @@ def prescreen(jobs: Sequence[Job], overwrite: bool, exists: Callable[[Job], str 
             settled.append(Outcome(job, "failed", error=job.error))
         elif kind == "folder":
             settled.append(Outcome(job, "failed", error=f"{job.dst} is a directory"))
+        elif kind not in (None, "file"):
+            settled.append(Outcome(job, "failed", error=f"{job.dst} is {kind}, not a regular file: never replaced"))
         elif kind == "file" and not overwrite:
             settled.append(Outcome(job, "skipped"))
         else:
@@ -107,10 +111,17 @@ def prescreen(jobs: Sequence[Job], overwrite: bool, exists: Callable[[Job], str 
 
 
 def local_output(job: Job) -> str | None:
-    """What a local job's output path holds now: ``"folder"``, ``"file"`` (anything else) or None."""
+    """What a local job's output path holds now: ``"folder"``, ``"file"`` (a regular file or a
+    dangling link), what else it is (``"a named pipe (FIFO)"``: never written), or None."""
     dst = Path(job.dst)
     if dst.is_dir():
         return "folder"
+    try:
+        check_writable_target(dst)
+    except NotRegularFileError as exc:
+        return exc.what
+    except OSError:
+        pass  # unreadable: the write will say why
     return "file" if os.path.lexists(dst) else None
 
 

@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from ..batch import BatchEvents, Job, Outcome, UsageError, failure_reason, prescreen
+from ..batch import BatchEvents, Job, Outcome, UsageError, failure_reason, local_output, prescreen
 from ..files import remove_stale_temporaries
 from ..pipeline import OutputSpec
 from .connect import connect
@@ -147,8 +147,9 @@ def _actor_args(upscaler_args: dict, pool: Workers, spec: OutputSpec) -> tuple:
 
 
 def _exists(existing: set[str]):
-    """The pre-screen's view of outputs on a cluster: listed ones are files (folders are found by the worker)."""
-    return lambda job: "file" if str(job.dst) in existing else None
+    """The pre-screen's view of outputs: a local path as the local batch sees it (a folder or
+    a pipe fails, a file is skipped); on an object store, listed ones are files."""
+    return lambda job: "file" if str(job.dst) in existing else None if is_uri(job.dst) else local_output(job)
 
 
 def run_jobs(
