@@ -34,12 +34,13 @@ def resolve_model_source(
     return models.default_model_name(scale or 4, purpose)
 
 
-def _check_arguments(*, device, precision, tile, max_memory, on_warning, threads) -> None:
-    """TypeError/ValueError, in one line, for constructor arguments of the wrong type or range."""
+def _check_arguments(*, device, precision, tile, max_memory, on_warning) -> None:
+    """TypeError/ValueError, in one line, for constructor arguments of the wrong type or range
+    (``threads`` is checked where it is set, :func:`~.engine.threads.set_cpu_threads`)."""
     for name, value in (("device", device), ("precision", precision)):
         if not isinstance(value, str):
             raise TypeError(f"{name} must be a string such as 'auto', not {type(value).__name__}")
-    for name, value, low in (("tile", tile, 0), ("max_memory", max_memory, 1), ("threads", threads, 1)):
+    for name, value, low in (("tile", tile, 0), ("max_memory", max_memory, 1)):
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -92,7 +93,7 @@ class Upscaler:
         denoise: float | None = None,
     ) -> None:
         _check_arguments(device=device, precision=precision, tile=tile, max_memory=max_memory,
-                         on_warning=on_warning, threads=threads)
+                         on_warning=on_warning)
         if threads is not None:
             set_cpu_threads(threads)
         self.model = models.load_model(resolve_model_source(weights, model, scale, purpose), on_warning=on_warning,
