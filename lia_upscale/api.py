@@ -146,7 +146,7 @@ class Upscaler:
         """Decode ``src``, upscale, and write ``dst`` atomically (format from ``fmt`` or ``dst``'s suffix).
 
         ``overwrite=False`` keeps a file that exists at ``dst`` when the write ends
-        (:class:`~lia_upscale.pipeline.Skipped`). Refusals (format limits, the memory
+        (:class:`~lia_upscale.errors.OutputExistsError`). Refusals (format limits, the memory
         budget) come before the network runs.
         """
         spec = OutputSpec(fmt=fmt or "same", quality=quality, outscale=outscale, overwrite=overwrite)

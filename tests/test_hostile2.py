@@ -186,7 +186,7 @@ def test_a_ray_address_where_something_else_listens_is_refused_within_30_s_or_at
     shown = [ln for ln in text.splitlines() if ln.strip()]
     if how == "sigterm":
         assert proc.returncode == 143, text
-        assert took < 3, took
+        assert took < 10, took  # well before the 20 s the refusal waits
         assert shown == [], text  # -q: an interrupted batch prints nothing; Ray's lines never
         return
     assert proc.returncode == 2, text

@@ -269,13 +269,14 @@ def test_an_image_output_that_appeared_is_an_output_exists_error_and_is_kept(tmp
     from lia_upscale import images
     from lia_upscale.errors import OutputExistsError
 
-    picture = images.decode(_png_bytes())
+    data = _png_bytes()
+    picture = images.decode(data)
     target = tmp_path / "out.png"
     target.write_bytes(b"theirs")
     with pytest.raises(OutputExistsError, match="out.png: exists"):
-        images.save(picture, target, "PNG", None, overwrite=False)
+        images.write_bytes(target, data, overwrite=False)
     assert target.read_bytes() == b"theirs"
-    images.save(picture, target, "PNG", None, overwrite=True)
+    images.write_bytes(target, data, overwrite=True)
     assert np.array_equal(images.decode(target).rgb, picture.rgb)
 
 

@@ -184,7 +184,7 @@ def _names_used(path: Path) -> set[str]:
 def test_only_the_pipeline_drives_the_encoder() -> None:
     """The encoder's streaming writer and its sample encoders are called by the pipeline alone
     (and by images itself, and tools that measure the encoder): no door writes on its own."""
-    writers = {"write_streamed", "stream_writer", "encode_samples", "save_samples"}
+    writers = {"write_streamed", "stream_writer", "encode_samples", "write_bytes"}
     wrong = [f"{name}: {sorted(used)}" for name, path in _modules().items()
              if _room(name) not in ("images", "pipeline") and (used := writers & _names_used(path))]
     assert not wrong, wrong

@@ -19,7 +19,8 @@ from lia_upscale.batch import BatchEvents, plan_jobs, run_jobs
 from lia_upscale.cli import main
 from lia_upscale.engine import Engine
 from lia_upscale.errors import ImageError, OutputError, byte_count
-from lia_upscale.pipeline import OutputSpec, Skipped, ToPil, plan_image, process, read, read_stream
+from lia_upscale.errors import OutputExistsError
+from lia_upscale.pipeline import OutputSpec, ToPil, plan_image, process, read, read_stream
 from lia_upscale.pipeline.sources import HEAD_BYTES, STREAM_SLACK
 from lia_upscale.raybatch.worker import FileUpscaler
 
@@ -280,7 +281,7 @@ def test_api_keeps_a_file_that_appeared_unless_told(photo: Path, tmp_path: Path,
     def appear(done: int, total: int) -> None:
         dst.write_bytes(b"theirs")
 
-    with pytest.raises(Skipped):
+    with pytest.raises(OutputExistsError, match="appeared while the image was made"):
         small.upscale_file(photo, dst, overwrite=False, on_tile=appear)
     assert dst.read_bytes() == b"theirs"
     small.upscale_file(photo, dst, on_tile=appear)  # the API replaces by default, as before

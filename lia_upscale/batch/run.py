@@ -20,9 +20,9 @@ from pathlib import Path
 from .. import images
 from ..api import Upscaler
 from ..engine.threads import shared_threads
-from ..errors import LiaError
+from ..errors import LiaError, OutputExistsError
 from ..files import NotRegularFileError, check_writable_target, discard_temporaries_for, remove_stale_temporaries
-from ..pipeline import Finish, OutputSpec, Skipped, plan_image, read, start
+from ..pipeline import Finish, OutputSpec, plan_image, read, start
 from .plan import Job
 from .signals import interrupt_after
 
@@ -62,16 +62,11 @@ class BatchEvents:
     on_outcome: Callable[[Outcome], None] = lambda outcome: None
 
 
-def _reason(exc: Exception) -> str:
+def failure_reason(exc: Exception) -> str:
     """Why a file failed: our own messages as they are, anything else with its type (whole:
     a path in it may hold a newline; the display makes it one printable line)."""
     text = str(exc)
     return text if isinstance(exc, LiaError) else f"{type(exc).__name__}: {text}".rstrip(": ")
-
-
-def failure_reason(exc: Exception) -> str:
-    """The one-line reason a batch reports for a file that failed with ``exc``."""
-    return _reason(exc)
 
 
 def _outcome_of(job: Job, started: float, exc: Exception | None) -> Outcome:
@@ -80,9 +75,9 @@ def _outcome_of(job: Job, started: float, exc: Exception | None) -> Outcome:
     seconds = time.perf_counter() - started
     if exc is None:
         return Outcome(job, "done", seconds)
-    if isinstance(exc, Skipped):
+    if isinstance(exc, OutputExistsError):
         return Outcome(job, "skipped", seconds, str(exc))
-    return Outcome(job, "failed", seconds, _reason(exc))
+    return Outcome(job, "failed", seconds, failure_reason(exc))
 
 
 def prescreen(jobs: Sequence[Job], overwrite: bool, exists: Callable[[Job], str | None]) -> tuple[list[Outcome], list[Job]]:

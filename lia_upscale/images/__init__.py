@@ -32,7 +32,7 @@ from .picture import (
     Kind,
     Picture,
 )
-from .output import commit, save, save_samples, write_streamed
+from .output import commit, write_bytes, write_streamed
 from .rows import AlphaPlane, Layout, SampleStore, quantize_value
 
 __all__ = [
@@ -52,8 +52,7 @@ __all__ = [
     "missing_support",
     "header_size",
     "probe",
-    "save",
-    "save_samples",
+    "write_bytes",
     "from_pil",
     "pil_layout",
     "to_pil",

@@ -1,4 +1,4 @@
-"""Write a picture to a file atomically; disk and permission problems become OutputError."""
+"""Write an encoded image to a file atomically; disk and permission problems become OutputError."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import numpy as np
 
 from ..errors import OutputError, OutputExistsError
 from ..files import NotRegularFileError, StagedFile, atomic_write
-from .encoder import encode_bytes, encode_samples, format_for_suffix, stream_writer
+from .encoder import stream_writer
 from .picture import Picture
 from .rows import Layout, PngStream
 from .tiff import TiffStream
 
-__all__ = ["save", "save_samples", "write_streamed", "commit"]
+__all__ = ["write_bytes", "write_streamed", "commit"]
 
 
 def _output_error(dst: Path, exc: OSError) -> OutputError:
@@ -22,42 +22,20 @@ def _output_error(dst: Path, exc: OSError) -> OutputError:
     if isinstance(exc, NotRegularFileError):
         return OutputError(f"{dst}: {exc.strerror}")
     if isinstance(exc, FileExistsError):
-        return OutputExistsError(f"{dst}: exists (it appeared while this file was being made); not replaced "
-                                 "without --overwrite")
+        return OutputExistsError(f"{dst}: exists (it appeared while the image was made); kept")
     return OutputError(f"cannot write {dst}: {exc.strerror or exc}")
 
 
-def _write(dst: Path, write: Callable, overwrite: bool | None) -> None:
+def write_bytes(dst: Path, data, *, overwrite: bool | None = None) -> Path:
+    """Write encoded ``data`` to ``dst`` atomically and return ``dst``. ``overwrite``: see
+    :meth:`~lia_upscale.files.StagedFile.commit`; an existing path that is not a regular file,
+    or (``overwrite`` False) a file that exists by the time of the move, is an OutputError
+    (:class:`~lia_upscale.errors.OutputExistsError` for the latter) and stays as it is."""
     try:
-        atomic_write(dst, write, overwrite=overwrite)
+        atomic_write(dst, lambda fp: fp.write(data), overwrite=overwrite)
     except OSError as exc:
         raise _output_error(dst, exc) from None
-
-
-def save(
-    picture: Picture, dst: Path, fmt: str | None, quality: int | None, *, dpi_scale: float = 1.0,
-    overwrite: bool | None = None,
-) -> None:
-    """Encode ``picture`` to ``dst`` atomically; disk and permission problems become OutputError.
-
-    ``fmt``: a format name (None: from ``dst``'s suffix); ``dpi_scale`` multiplies the DPI
-    (pass the upscale factor: the print size stays). ``overwrite``: see
-    :meth:`~lia_upscale.files.StagedFile.commit`; an existing path that is not a regular
-    file, or (``overwrite`` False) any existing file, is an OutputError and stays as it is.
-    """
-    fmt = fmt or format_for_suffix(dst)
-    data = encode_bytes(picture, fmt, quality=quality, dpi_scale=dpi_scale)  # before any file exists
-    _write(dst, lambda fp: fp.write(data), overwrite)
-
-
-def save_samples(
-    samples: np.ndarray, layout: Layout, picture: Picture, dst: Path, fmt: str, quality: int | None,
-    *, dpi_scale: float = 1.0, overwrite: bool | None = None,
-) -> None:
-    """Encode integer ``samples`` (see :mod:`~lia_upscale.images.rows`) with ``picture``'s
-    metadata to ``dst`` atomically (``overwrite`` as :func:`save`)."""
-    data = encode_samples(samples, layout, fmt, picture, quality=quality, dpi_scale=dpi_scale)
-    _write(dst, lambda fp: fp.write(data), overwrite)
+    return dst
 
 
 def write_streamed(
@@ -90,11 +68,12 @@ def write_streamed(
     return staged
 
 
-def commit(staged: StagedFile, *, overwrite: bool | None = None) -> None:
-    """Move a :func:`write_streamed` file in place (``overwrite`` as :func:`save`); disk
-    problems, a path that is not a regular file and a file that appeared meanwhile (unless
-    ``overwrite``) become OutputError."""
+def commit(staged: StagedFile, *, overwrite: bool | None = None) -> Path:
+    """Move a :func:`write_streamed` file in place and return its path (``overwrite`` as
+    :func:`write_bytes`); disk problems, a path that is not a regular file and a file that
+    appeared meanwhile (unless ``overwrite``) become OutputError."""
     try:
         staged.commit(overwrite=overwrite)
     except OSError as exc:
         raise _output_error(staged.path, exc) from None
+    return staged.path

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from .network import NetworkOutput
 from .plan import ImagePlan, output_size, plan_image
-from .process import Finish, Skipped, ToPil, process, start
+from .process import Finish, ToPil, process, start
 from .sources import read, read_stream
 from .spec import OutputSpec
 
-__all__ = ["Finish", "ImagePlan", "NetworkOutput", "OutputSpec", "Skipped", "ToPil", "output_size", "plan_image",
+__all__ = ["Finish", "ImagePlan", "NetworkOutput", "OutputSpec", "ToPil", "output_size", "plan_image",
            "process", "read", "read_stream", "start"]

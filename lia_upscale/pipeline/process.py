@@ -12,8 +12,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .. import images
-from ..errors import OutputError, OutputExistsError
-from ..files import atomic_write
+from ..errors import OutputError
 from ..images.encoder import encode_bytes, encode_samples
 from ..images.picture import one_line, source_name
 from . import network as net
@@ -21,14 +20,9 @@ from .plan import PIL, ImagePlan, plan_image
 from .sources import read
 from .spec import OutputSpec
 
-__all__ = ["Finish", "ToPil", "Skipped", "start", "process"]
+__all__ = ["Finish", "ToPil", "start", "process"]
 
 OnTile = Callable[[int, int], None] | None
-
-
-class Skipped(OutputExistsError):
-    """The destination file appeared while the image was made, and the spec does not
-    overwrite: it was kept and nothing was written."""
 
 
 class ToPil:
@@ -52,32 +46,12 @@ class Finish:
             self._discard()
 
 
-def _write_file(dst: Path, data, overwrite: bool) -> Path:
-    try:
-        atomic_write(dst, lambda fp: fp.write(data), overwrite=overwrite)
-    except FileExistsError:
-        raise Skipped(f"{dst} exists (it appeared while the image was made); kept") from None
-    except OSError as exc:
-        raise OutputError(f"cannot write {dst}: {exc.strerror or exc}") from None
-    return dst
-
-
 def _write_stream(fp: BinaryIO, data) -> None:
     try:
         fp.write(data)
         fp.flush()
     except (OSError, ValueError) as exc:
         raise OutputError(f"cannot write {source_name(fp)}: {one_line(exc)}") from exc
-
-
-def _commit(staged, overwrite: bool) -> Path:
-    try:
-        staged.commit(overwrite=overwrite)
-    except FileExistsError:
-        raise Skipped(f"{staged.path} exists (it appeared while the image was made); kept") from None
-    except OSError as exc:
-        raise OutputError(f"cannot write {staged.path}: {exc.strerror or exc}") from None
-    return staged.path
 
 
 @dataclass(frozen=True)
@@ -91,7 +65,7 @@ class _File:
 def _emit(destination, data) -> Any:
     """Hand encoded bytes to a file (atomically) or a stream."""
     if isinstance(destination, _File):
-        return _write_file(destination.path, data, destination.overwrite)
+        return images.write_bytes(destination.path, data, overwrite=destination.overwrite)
     _write_stream(destination, data)
     return None
 
@@ -127,7 +101,7 @@ def _streamed(upscaler, picture: images.Picture, plan: ImagePlan, spec: OutputSp
     staged = images.write_streamed(dst, plan.fmt, plan.layout, picture, plan.size,
                                    net.streamed_fill(engine, use_tta, picture, on_tile, plan.tiling),
                                    dpi_scale=s, alpha=alpha)
-    return Finish(lambda: _commit(staged, spec.overwrite), staged.discard)
+    return Finish(lambda: images.commit(staged, overwrite=spec.overwrite), staged.discard)
 
 
 def _samples(upscaler, picture: images.Picture, plan: ImagePlan, spec: OutputSpec, destination,
@@ -186,8 +160,8 @@ def process(upscaler, source, destination, spec: OutputSpec, *, on_tile: OnTile 
             budget: int | None = None) -> Any:
     """Upscale one image from ``source`` (see :func:`~.sources.read`) to ``destination`` (see
     :func:`start`) under ``spec``; returns the path written, the PIL image (:class:`ToPil`),
-    or None (a stream). Raises LiaError subclasses with a one-line message (:class:`Skipped`
-    when the file appeared meanwhile and ``spec.overwrite`` is false). A destination that is
+    or None (a stream). Raises LiaError subclasses with a one-line message (OutputExistsError when
+    the file appeared meanwhile and ``spec.overwrite`` is false). A destination that is
     the source file itself (by path, link or inode) is refused before anything is read."""
     if isinstance(source, (str, os.PathLike)) and isinstance(destination, (str, os.PathLike)):
         _refuse_same_file(Path(source), Path(destination))

@@ -11,7 +11,8 @@ from pathlib import Path, PurePosixPath
 
 from ..api import Upscaler
 from ..batch import failure_reason
-from ..pipeline import OutputSpec, Skipped, process
+from ..errors import OutputExistsError
+from ..pipeline import OutputSpec, process
 from .plan import filesystem, is_uri
 
 __all__ = ["CRASH_HOOK_ENV", "CRASHED", "FileUpscaler", "on_worker"]
@@ -52,7 +53,7 @@ class FileUpscaler:
             os._exit(70)
         try:
             self._upscale(src, dst, replace(self.spec, fmt=fmt))
-        except Skipped as exc:
+        except OutputExistsError as exc:
             return {"key": src, "status": "skipped", "error": str(exc), "seconds": time.perf_counter() - started}
         except Exception as exc:  # one file's failure never stops the batch
             return {"key": src, "status": "failed", "error": failure_reason(exc),
