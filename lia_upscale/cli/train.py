@@ -51,7 +51,7 @@ def train_cmd(data, out, variant, scale, iterations, batch, patch, lr, seed, eva
 
     from .. import models
     from ..engine.device import choose_device
-    from ..tools.train import IMAGE_SUFFIXES, TrainConfig, train
+    from ..tools.train import TrainConfig, train, training_files
 
     if threads:
         torch.set_num_threads(threads)
@@ -63,7 +63,7 @@ def train_cmd(data, out, variant, scale, iterations, batch, patch, lr, seed, eva
     ckpt = Path(checkpoint) if checkpoint else Path(out).with_suffix(".ckpt")
     if Path(out).absolute() == ckpt.absolute():
         fail_usage(f"--out {out} is the checkpoint; give another --out or --checkpoint")
-    training_images = [p for d in data for p in Path(d).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
+    training_images = training_files([Path(d) for d in data])
     try:  # before hours of training, not after
         models.check_destination(out, [p for p in (init, ckpt) if p] + training_images, overwrite=overwrite)
         if ckpt.exists() and any(ckpt.samefile(p) for p in training_images):

@@ -22,7 +22,7 @@ from .evaluate import find_pairs
 from .metrics import psnr_y
 from ..nn import VARIANTS, PlainUSR
 
-__all__ = ["TrainConfig", "TrainStatus", "train", "load_pairs", "benchmark_pairs"]
+__all__ = ["TrainConfig", "TrainStatus", "train", "training_files", "load_pairs", "benchmark_pairs"]
 
 #: the photo family at its published ranges (the recipe of lia-photo-x2/-x4)
 _PHOTO = PhotoDegradation()
@@ -88,6 +88,11 @@ def _load_rgb(path: Path) -> np.ndarray:
     return (images.decode(path).rgb * 255).round().astype(np.uint8)
 
 
+def training_files(dirs: Sequence[Path]) -> list[Path]:
+    """The image files under ``dirs`` (recursively, by suffix), in a fixed order."""
+    return [path for d in dirs for path in sorted(Path(d).rglob("*")) if path.suffix.lower() in IMAGE_SUFFIXES]
+
+
 def load_pairs(
     dirs: Sequence[Path], scale: int, min_hr: int, *, with_lr: bool = True
 ) -> list[tuple[np.ndarray, np.ndarray | None]]:
@@ -97,16 +102,13 @@ def load_pairs(
     Images whose shorter side is below ``min_hr`` are left out (they cannot hold a patch).
     """
     pairs = []
-    for d in dirs:
-        for path in sorted(Path(d).rglob("*")):
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            hr = _load_rgb(path)
-            h, w = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
-            if min(h, w) < min_hr:
-                continue
-            hr = np.ascontiguousarray(hr[:h, :w])
-            pairs.append((hr, matlab_downscale_uint8(hr, scale) if with_lr else None))
+    for path in training_files(dirs):
+        hr = _load_rgb(path)
+        h, w = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
+        if min(h, w) < min_hr:
+            continue
+        hr = np.ascontiguousarray(hr[:h, :w])
+        pairs.append((hr, matlab_downscale_uint8(hr, scale) if with_lr else None))
     if not pairs:
         raise LiaError(f"no training images of at least {min_hr}px in {', '.join(map(str, dirs))}")
     return pairs
