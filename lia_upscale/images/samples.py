@@ -25,7 +25,12 @@ def _transparency_key(im: Image.Image) -> object:
 def pillow_samples(
     name: str, im: Image.Image, icc: bytes | None
 ) -> tuple[np.ndarray, Kind, object, bytes | None]:
-    """Pixels of an image Pillow reads faithfully: (H, W, C) uint8/uint16, kind, tRNS key."""
+    """Pixels of an image Pillow reads faithfully: (H, W, C) uint8/uint16, kind, tRNS key, and
+    ``icc`` as it still applies (None for a CMYK profile once the pixels are RGB).
+
+    Raises:
+        ImageError: for a mode with no such samples (32-bit or float).
+    """
     mode = im.mode
     im.load()
     key = _transparency_key(im)
