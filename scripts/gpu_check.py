@@ -35,7 +35,8 @@ import torch
 
 from lia_upscale.pipeline import OutputSpec, process, read
 from lia_upscale.api import Upscaler
-from lia_upscale.tools.bench import bench_model, largest_tile, memory_probe
+from lia_upscale.tools.bench import largest_tile, memory_probe
+from lia_upscale.tools.benchcases import bench_model
 from lia_upscale.tools.measure import device_name, sync, synthetic_image
 
 from lia_upscale.engine import Engine

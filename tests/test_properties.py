@@ -17,7 +17,9 @@ from __future__ import annotations
 import lia_upscale.images.decoder as imageio_module  # MAX_PIXELS is lowered while fuzzing
 from lia_upscale.errors import ImageError, WeightsError
 from lia_upscale.images import Picture, decode, encode, probe
-from lia_upscale.models.weightfile import read_header, read_pth, read_safetensors
+from lia_upscale.models.pthfile import read_pth
+from lia_upscale.models.weightfile import read_safetensors
+from lia_upscale.models.weightheader import read_header
 
 # ---- end of internal imports
 

@@ -55,7 +55,8 @@ def bench_cmd(model_names, weights, sizes, device, precisions, repeats, thread_c
     at one thread and all cores, with GFLOP/s as a share of the CPU's float32 matmul peak."""
     import torch
 
-    from ..tools.bench import CASES, run_bench
+    from ..tools.bench import run_bench
+    from ..tools.benchcases import CASES
     from ..engine.device import PRECISIONS, choose_device
 
     console = make_console()

@@ -10,8 +10,9 @@ gray, 16-bit stays 16-bit where the format can hold it) with its ICC profile, EX
 
 Pillow decodes everything except the samples it truncates to 8 bits: 16-bit colour PNG
 (RGB, RGBA, gray+alpha) goes through Pillow's own zlib/PNG-filter decoder twice (high and
-low bytes), 16-bit colour TIFF through ``tifffile``, and HEIF through the optional
-pillow-heif (:mod:`.heif`). Nothing here imports torch.
+low bytes: :mod:`.png16`), 16-bit colour TIFF through ``tifffile`` (:mod:`.tiffread`), and
+HEIF through the optional pillow-heif (:mod:`.heif`); Pillow's modes become samples in
+:mod:`.samples`, EXIF and DPI are carried over by :mod:`.metadata`. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Final
 
-import numpy as np
 from PIL import (  # the plugins register the formats that Image.open(formats=...) names
     BmpImagePlugin,  # noqa: F401
     Image,
@@ -38,20 +38,12 @@ from PIL import (  # the plugins register the formats that Image.open(formats=..
 from lia_upscale.errors import ImageError
 
 from .heif import container_format, heif_size, missing_support, read_heif
-from .picture import (
-    EXIF_IFD_TAG,
-    GPS_IFD_TAG,
-    ORIENTATION_TAG,
-    PNG_SIGNATURE,
-    TIFF_DESCRIPTIVE_TAGS,
-    Kind,
-    Picture,
-    icc_space,
-    one_line,
-    source_name,
-)
+from .metadata import as_dpi, exif_for_output, exif_from_tiff, exif_orientation, header_exif, orient
+from .picture import ORIENTATION_TAG, Picture, one_line, source_name
 from .pilmodes import readable_mode
+from .png16 import read_png16
 from .quiet import quietly
+from .samples import pillow_samples, to_planes
 from .source import UNKNOWN_HEADER_LIMIT, file_limit, header_window, open_input, read_input
 from .tiffread import read_tiff16, tiff_samples_text, tiff_ifd0, tiff_is_16bit_color, tiff_resolution
 from .xmp import as_xmp, png_xmp
@@ -112,7 +104,7 @@ def decode(source: str | Path | bytes | BinaryIO, *, samples: bool = False) -> P
             pixels, kind, alpha_key = read_tiff16(name, data, _check_pixels)
             icc = tiff_tags.get(0x8773)
             icc = bytes(icc) if isinstance(icc, (bytes, bytearray)) and icc else None
-            dpi = _dpi(tiff_resolution(tiff_tags))
+            dpi = as_dpi(tiff_resolution(tiff_tags))
             xmp = tiff_tags.get(700)
         else:
             try:
@@ -123,26 +115,26 @@ def decode(source: str | Path | bytes | BinaryIO, *, samples: bool = False) -> P
                 raise
             fmt = "JPEG" if im.format == "MPO" else str(im.format)
             _check_pixels(name, *im.size)
-            exif = _header_exif(im, data)
+            exif = header_exif(im, data)
             icc = im.info.get("icc_profile") or None
-            dpi = _dpi(im.info.get("dpi"))
+            dpi = as_dpi(im.info.get("dpi"))
             if fmt == "PNG" and data[24] == 16 and data[25] in (2, 4, 6):
-                pixels, kind, alpha_key = _png16(name, data, im)
+                pixels, kind, alpha_key = read_png16(name, data, im)
             else:
-                pixels, kind, alpha_key, icc = _pillow_pixels(name, im, icc)
+                pixels, kind, alpha_key, icc = pillow_samples(name, im, icc)
             xmp = png_xmp(data) if fmt == "PNG" else im.info.get("xmp")
-        orientation = _orientation(exif)
+        orientation = exif_orientation(exif)
 
-    rgb, alpha, bit_depth = _to_float(pixels, alpha_key, keep_8bit=samples)
+    rgb, alpha, bit_depth = to_planes(pixels, alpha_key, keep_8bit=samples)
     if alpha is not None and kind in ("rgb", "gray"):  # a tRNS colour key became alpha
         kind = "rgba" if kind == "rgb" else "gray_alpha"
     if orientation != 1:
-        rgb = _orient(rgb, orientation)
-        alpha = None if alpha is None else _orient(alpha, orientation)
+        rgb = orient(rgb, orientation)
+        alpha = None if alpha is None else orient(alpha, orientation)
         if orientation >= 5 and dpi is not None:
             dpi = (dpi[1], dpi[0])
     if fmt == "TIFF" and exif is not None:
-        exif = _exif_from_tiff(exif)
+        exif = exif_from_tiff(exif)
     return Picture(
         rgb=rgb,
         alpha=alpha,
@@ -150,7 +142,7 @@ def decode(source: str | Path | bytes | BinaryIO, *, samples: bool = False) -> P
         kind=kind,
         format=fmt,
         icc=icc,
-        exif=_exif_bytes(exif),
+        exif=exif_for_output(exif),
         dpi=dpi,
         xmp=as_xmp(xmp),
     )
@@ -192,12 +184,12 @@ def from_pil(image: Image.Image) -> Picture | None:
             exif.load(bytes(exif_bytes))
         except Exception:  # noqa: BLE001 - a broken EXIF block is left out, as decode does
             exif = None
-    samples, kind, alpha_key, icc = _pillow_pixels("<PIL image>", image, icc)
-    rgb, alpha, bit_depth = _to_float(samples, alpha_key, keep_8bit=True)
+    samples, kind, alpha_key, icc = pillow_samples("<PIL image>", image, icc)
+    rgb, alpha, bit_depth = to_planes(samples, alpha_key, keep_8bit=True)
     if alpha is not None and kind in ("rgb", "gray"):
         kind = "rgba" if kind == "rgb" else "gray_alpha"
     return Picture(rgb=rgb, alpha=alpha, bit_depth=bit_depth, kind=kind, format="PNG", icc=icc,
-                   exif=_exif_bytes(exif), dpi=_dpi(image.info.get("dpi")), xmp=as_xmp(image.info.get("xmp")))
+                   exif=exif_for_output(exif), dpi=as_dpi(image.info.get("dpi")), xmp=as_xmp(image.info.get("xmp")))
 
 
 def header_size(source: str | Path | bytes | bytearray | memoryview) -> tuple[int, int]:
@@ -248,7 +240,7 @@ def probe(source: str | Path | BinaryIO) -> tuple[int, int]:
             else:
                 im = Image.open(fp, formats=_open_formats(container))
                 width, height = im.size
-                orientation = _orientation(_header_exif(im, None))
+                orientation = exif_orientation(header_exif(im, None))
             _check_pixels(name, width, height)
             if orientation >= 5:
                 width, height = height, width
@@ -327,194 +319,3 @@ def _check_pixels(name: str, width: int, height: int) -> None:
             f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of "
             f"{MAX_PIXELS:,} (possible decompression bomb)"
         )
-
-
-def _header_exif(im: Image.Image, data: bytes | None) -> Image.Exif | None:
-    """EXIF without decoding pixels where avoidable (Pillow loads a PNG to look past IDAT)."""
-    if im.format == "PNG" and "exif" not in im.info:
-        if data is None or (b"eXIf" not in data and b"Raw profile type exif" not in data):
-            return None
-    try:
-        exif = im.getexif()
-        return exif if len(exif) else None
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not cost the pixels
-        return None
-
-
-def _orientation(exif: Image.Exif | None) -> int:
-    if exif is None:
-        return 1
-    value = exif.get(ORIENTATION_TAG, 1)
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
-    """Apply an EXIF orientation to (H, W[, C]) pixels as ImageOps.exif_transpose does."""
-    if orientation == 2:
-        a = a[:, ::-1]
-    elif orientation == 3:
-        a = a[::-1, ::-1]
-    elif orientation == 4:
-        a = a[::-1]
-    elif orientation == 5:
-        a = a.swapaxes(0, 1)
-    elif orientation == 6:
-        a = np.rot90(a, k=-1)
-    elif orientation == 7:
-        a = a.swapaxes(0, 1)[::-1, ::-1]
-    elif orientation == 8:
-        a = np.rot90(a, k=1)
-    return np.ascontiguousarray(a)
-
-
-def _dpi(value: object) -> tuple[float, float] | None:
-    try:
-        x, y = (float(v) for v in value)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        return None
-    return (x, y) if x > 0 and y > 0 else None
-
-
-def _exif_from_tiff(exif: Image.Exif) -> Image.Exif | None:
-    """Keep a TIFF's descriptive IFD0 tags and its EXIF/GPS IFDs, not its strip layout."""
-    keep = set(TIFF_DESCRIPTIVE_TAGS) | {ORIENTATION_TAG, EXIF_IFD_TAG, GPS_IFD_TAG}
-    for tag in list(exif):
-        if tag not in keep:
-            del exif[tag]
-    return exif if len(exif) else None
-
-
-def _exif_bytes(exif: Image.Exif | None) -> bytes | None:
-    if exif is None:
-        return None
-    try:
-        if ORIENTATION_TAG in exif:
-            exif[ORIENTATION_TAG] = 1
-        return exif.tobytes()
-    except Exception:  # noqa: BLE001 - unwritable EXIF is left out rather than fatal
-        return None
-
-
-def _transparency_key(im: Image.Image) -> object:
-    return im.info.get("transparency") if im.mode in ("L", "I;16", "I;16B", "I", "RGB") else None
-
-
-def _pillow_pixels(
-    name: str, im: Image.Image, icc: bytes | None
-) -> tuple[np.ndarray, Kind, object, bytes | None]:
-    """Pixels of an image Pillow reads faithfully: (H, W, C) uint8/uint16, kind, tRNS key."""
-    mode = im.mode
-    im.load()
-    key = _transparency_key(im)
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        return np.asarray(im).astype(np.uint16)[..., None], "gray", key, icc
-    if mode in ("1", "L"):
-        return np.asarray(im.convert("L"))[..., None], "gray", key, icc
-    if mode in ("LA", "La"):
-        return np.asarray(im.convert("LA")), "gray_alpha", None, icc
-    if mode in ("P", "PA"):
-        if mode == "PA" or "transparency" in im.info:
-            return np.asarray(im.convert("RGBA")), "palette", None, icc
-        return np.asarray(im.convert("RGB")), "palette", None, icc
-    if mode in ("RGB", "RGBX", "YCbCr"):
-        return np.asarray(im.convert("RGB")), "rgb", key, icc
-    if mode in ("RGBA", "RGBa"):
-        return np.asarray(im.convert("RGBA")), "rgba", None, icc
-    if mode == "CMYK":
-        return _cmyk_to_rgb(im, icc), "cmyk", None, None if icc_space(icc) == b"CMYK" else icc
-    raise ImageError(f"{name}: unsupported pixel mode {mode} (e.g. 32-bit or float samples)")
-
-
-def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> np.ndarray:
-    if icc_space(icc) == b"CMYK":
-        try:
-            from PIL import ImageCms
-
-            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))  # type: ignore[arg-type]
-            dst = ImageCms.createProfile("sRGB")
-            out = ImageCms.profileToProfile(im, src, dst, outputMode="RGB")
-            if out is not None:
-                return np.asarray(out)
-        except (ImportError, OSError, ValueError, TypeError, ImageCms.PyCMSError):
-            pass  # an unusable profile: fall back to Pillow's naive conversion
-    return np.asarray(im.convert("RGB"))
-
-
-def _to_float(
-    samples: np.ndarray, key: object, *, keep_8bit: bool = False
-) -> tuple[np.ndarray, np.ndarray | None, int]:
-    """(H, W, C) uint8/uint16 samples -> float rgb (H, W, 3), alpha (H, W) or None, depth.
-    ``keep_8bit``: 8-bit colour stays uint8 (alpha is float all the same)."""
-    bit_depth = 16 if samples.dtype == np.uint16 else 8
-    scale = np.float32(1.0 / (65535.0 if bit_depth == 16 else 255.0))
-    channels = samples.shape[2]
-    color = samples[..., :3] if channels >= 3 else samples[..., :1]
-    alpha = None
-    if channels in (2, 4):
-        alpha = samples[..., -1].astype(np.float32) * scale
-    elif key is not None:
-        alpha = _key_alpha(color, key)
-    if keep_8bit and bit_depth == 8:
-        # an array of our own: Pillow's buffers are read-only, and torch wants to own them
-        rgb = color.copy() if not (color.flags.c_contiguous and color.flags.writeable) else color
-    else:
-        rgb = color.astype(np.float32) * scale
-    if rgb.shape[2] == 1:
-        rgb = np.repeat(rgb, 3, axis=2)
-    return rgb, alpha, bit_depth
-
-
-def _key_alpha(color: np.ndarray, key: object) -> np.ndarray | None:
-    """Alpha from a tRNS colour key: 0 where a pixel equals the key, 1 elsewhere."""
-    try:
-        k = np.asarray(key, dtype=np.int64).reshape(-1)
-    except (TypeError, ValueError):
-        return None
-    if k.size != color.shape[2]:
-        return None
-    hit = np.all(color == k.astype(color.dtype), axis=2)
-    return np.where(hit, np.float32(0.0), np.float32(1.0)).astype(np.float32)
-
-
-def _png16(name: str, data: bytes, im: Image.Image) -> tuple[np.ndarray, Kind, object]:
-    """16-bit colour PNG samples, exact: Pillow keeps only the high byte of each sample.
-
-    Pillow's "zip" decoder (public through ``Image.frombytes``) undoes zlib and the PNG
-    row filters; run once with a big-endian and once with a little-endian 16-bit raw
-    mode it hands back the high and the low byte of every sample.
-    """
-    color_type, interlace = data[25], data[28]
-    width, height = im.size
-    idat = _png_idat(name, data)
-    if color_type == 4:
-        # gray+alpha has 4 bytes a pixel, like 8-bit RGBA: read the bytes as they are
-        raw = np.asarray(Image.frombytes("RGBA", (width, height), idat, "zip", "RGBA", interlace))
-        pairs = raw.reshape(height, width, 2, 2).astype(np.uint16)
-        return (pairs[..., 0] << 8) | pairs[..., 1], "gray_alpha", None
-    mode, kind = ("RGB", "rgb") if color_type == 2 else ("RGBA", "rgba")
-    high = np.asarray(Image.frombytes(mode, (width, height), idat, "zip", f"{mode};16B", interlace))
-    low = np.asarray(Image.frombytes(mode, (width, height), idat, "zip", f"{mode};16L", interlace))
-    samples = (high.astype(np.uint16) << 8) | low
-    key = im.info.get("transparency") if color_type == 2 else None
-    return samples, kind, key
-
-
-def _png_idat(name: str, data: bytes) -> bytes:
-    """The concatenated IDAT payload, after checking every chunk's length and CRC."""
-    pos, parts = len(PNG_SIGNATURE), []
-    while True:
-        if pos + 12 > len(data):
-            raise ImageError(f"{name}: truncated PNG (no IEND chunk)")
-        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
-        end = pos + 8 + length
-        if end + 4 > len(data):
-            raise ImageError(f"{name}: truncated PNG ({ctype.decode('latin-1')} chunk cut short)")
-        body = data[pos + 8 : end]
-        (crc,) = struct.unpack(">I", data[end : end + 4])
-        if zlib.crc32(ctype + body) != crc:
-            raise ImageError(f"{name}: corrupt PNG ({ctype.decode('latin-1')} chunk CRC mismatch)")
-        if ctype == b"IDAT":
-            parts.append(body)
-        elif ctype == b"IEND":
-            return b"".join(parts)
-        pos = end + 4

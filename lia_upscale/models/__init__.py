@@ -19,19 +19,9 @@ from .registry import (
     user_weights_dir,
 )
 from .destination import check_destination
-from .weightfile import (
-    FORMAT,
-    FORMAT_VERSION,
-    WeightHeader,
-    convert,
-    read_any_safetensors,
-    read_header,
-    read_pth,
-    read_safetensors,
-    read_torch_file,
-    save_weights,
-    unwrap_checkpoint,
-)
+from .pthfile import read_pth, read_torch_file, unwrap_checkpoint
+from .weightfile import convert, read_any_safetensors, read_safetensors, save_weights
+from .weightheader import FORMAT, FORMAT_VERSION, WeightHeader, read_header
 
 __all__ = [
     "check_shapes",

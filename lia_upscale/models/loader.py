@@ -17,7 +17,9 @@ from .cards import CARDS, ModelCard, get_card
 from .descriptor import ModelDescriptor, describe
 from .registry import resolve, resolve_clean_endpoint
 from .reparam import fold_training_state, folded_shapes, is_training_form
-from .weightfile import read_any_safetensors, read_torch_file, sniff_weight_file, unwrap_checkpoint
+from .pthfile import read_torch_file, unwrap_checkpoint
+from .weightfile import read_any_safetensors
+from .weightheader import sniff_weight_file
 
 __all__ = ["Model", "load_model"]
 

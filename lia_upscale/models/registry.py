@@ -17,7 +17,8 @@ from ..errors import WeightsError, byte_count
 from ..files import StagedFile, remove_stale_temporaries
 from .cards import ALL_CARDS, CARDS, ModelCard, card_for_file, get_card
 from .detect import detect_config
-from .weightfile import read_pth, save_weights
+from .pthfile import read_pth
+from .weightfile import save_weights
 
 __all__ = [
     "embedded_weights_dir",
