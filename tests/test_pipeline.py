@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from lia_upscale import LiaError, Upscaler
+from lia_upscale import LiaError, Upscaler, images
 from lia_upscale.batch import BatchEvents, plan_jobs, run_jobs
 from lia_upscale.cli import main
 from lia_upscale.engine import Engine
@@ -146,11 +146,53 @@ def test_a_twelve_megapixel_photo_fits_two_gigabytes_by_taking_fewer_tiles_per_c
     x4 JPEG with the default photo model fits 2 GiB (it did not when only the tile shrank)."""
     up = Upscaler(scale=4, device="cpu")
     memory, size = up.engine.memory, (3024, 4032)
-    jpeg = 7.0  # 8-bit RGB samples and Pillow's copy, kept until encoded
+    jpeg = images.held_bytes(images.Layout(gray=False, alpha=False, bits=8), "JPEG")  # kept until encoded
     found = memory.tiling_for(size, jpeg, 2 << 30)
     assert found is not None and found.batch_pixels is not None
     assert memory.working_bytes(size, jpeg, tile=found.tile, batch_pixels=found.batch_pixels) <= 2 << 30
     assert memory.working_bytes(size, jpeg, tile=found.tile) > 2 << 30  # the engine's batch would not fit
+
+
+_IN_PLACE = """
+import io, resource, sys
+import numpy as np
+from PIL import Image
+from lia_upscale import images
+from lia_upscale.images.encoder import encode_samples
+
+fmt, h, w = sys.argv[1], 4000, 6000
+buf = io.BytesIO()
+Image.new("RGB", (4, 4)).save(buf, "PNG")
+picture = images.decode(buf.getvalue())
+layout = images.Layout(gray=False, alpha=False, bits=8)
+store = images.SampleStore(h, w, layout, images.sample_channels(layout, fmt))
+store.samples[..., 0] = (np.arange(w) * 255 // w).astype(np.uint8)  # every page touched; smooth: a small file
+store.samples[..., 1] = 128
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+data = bytes(encode_samples(store.samples, layout, fmt, picture, quality=90))
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+plain = bytes(encode_samples(np.ascontiguousarray(store.samples[..., :3]), layout, fmt, picture, quality=90))
+print(store.samples.shape[2], grown * 1024, len(data), data == plain, images.held_bytes(layout, fmt))
+"""
+
+
+@pytest.mark.parametrize(("fmt", "channels"), [("JPEG", 4), ("WEBP", 3)])
+def test_what_an_encoder_holds_is_counted(fmt: str, channels: int) -> None:
+    """An output's held bytes (images.held_bytes, what plans count) cover its samples and what
+    encoding a 24-MP image adds to the process's peak: for JPEG, nothing of the kind (8-bit
+    RGB is kept as RGBX, which Pillow's JPEG encoder reads where it lies: its own copy
+    would be 96 MB); for WEBP, Pillow's copy and libwebp's own pictures. The file's bytes
+    are those of plain RGB samples."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _IN_PLACE, fmt], capture_output=True, text=True, check=True)
+    kept, grown, size, same, held = out.stdout.split()
+    pixels = 4000 * 6000
+    assert int(kept) == channels and same == "True"
+    assert int(grown) <= (float(held) - channels) * pixels + 2 * int(size) + (8 << 20), (grown, held)
+    if fmt == "JPEG":
+        assert int(grown) < pixels, grown  # under a quarter of Pillow's copy
 
 
 def test_two_lanes_share_the_budget(tmp_path: Path, small: Upscaler, monkeypatch) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-__all__ = ["default_budget", "available_memory", "BUDGET_SHARE", "MemoryModel", "Tiling", "kept_bytes",
+__all__ = ["default_budget", "available_memory", "BUDGET_SHARE", "MemoryModel", "Tiling",
            "REUSE_BUDGET_BYTES", "FLOAT_RGB"]
 
 #: share of the available memory one run takes by default
@@ -49,16 +49,6 @@ class Tiling(NamedTuple):
 
 #: Bytes per output pixel of a float32 RGB image (the engine's whole output, a resample).
 FLOAT_RGB = 12
-
-
-def kept_bytes(layout, streamed: bool) -> float:
-    """Bytes per output pixel an image holds until it is written: nothing beyond the bands
-    for a streamed format; else its integer samples plus Pillow's copy of them (4 bytes a
-    pixel for RGB(A) and LA, 1 for L). ``layout``: an :class:`lia_upscale.images.Layout`."""
-    if streamed:
-        return 0.0
-    pillow = 1 if layout.channels == 1 else 4
-    return float(layout.bytes_per_pixel() + pillow)
 
 
 class MemoryModel:
@@ -154,17 +144,18 @@ class MemoryModel:
                    for t in self._steps(size)) + extra
 
     def whole_float_bytes(self, size: tuple[int, int], out_size: tuple[int, int], *, alpha: bool,
-                          tta: bool, out_layout) -> tuple[float, int]:
+                          tta: bool, held: float) -> tuple[float, int]:
         """(bytes per model-scale output pixel kept while the network runs, bytes beside it after)
         for the whole-float stage (``outscale`` or TTA): the engine's float32 output (and the
         alpha's, and TTA's accumulator beside each pass), then the resample to ``out_size``,
-        the clamped float copy, the alpha plane, and the encoder's samples with Pillow's copy."""
+        the clamped float copy, the alpha plane, and ``held`` bytes per output pixel for the
+        encoder (its samples, and Pillow's copy where it needs one)."""
         kept = FLOAT_RGB * (1 + int(alpha) + int(tta))
         oh, ow = out_size
         s = self._engine.scale
         out_pixels = oh * ow
         resample = FLOAT_RGB * (out_pixels + oh * max(ow, size[1] * s)) if out_size != (size[0] * s, size[1] * s) else 0
-        after = resample + (FLOAT_RGB + 4) * out_pixels + int(kept_bytes(out_layout, False) * out_pixels)
+        after = resample + (FLOAT_RGB + 4) * out_pixels + int(held * out_pixels)
         return float(kept), after
 
     def concurrent_images(self, sizes, budget: int) -> int:

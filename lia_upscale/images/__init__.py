@@ -17,6 +17,8 @@ from .encoder import (
     format_for_suffix,
     format_name,
     output_layout,
+    held_bytes,
+    sample_channels,
     pil_layout,
     to_pil,
 )
@@ -64,6 +66,8 @@ __all__ = [
     "check_output",
     "format_name",
     "output_layout",
+    "held_bytes",
+    "sample_channels",
     "Layout",
     "AlphaPlane",
     "quantize_value",

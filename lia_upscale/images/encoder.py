@@ -126,8 +126,7 @@ def encode_bytes(picture: Picture, fmt: str, *, quality: int | None = None, dpi_
     width, height = picture.size
     check_output(fmt, width, height, quality=quality, dpi_scale=dpi_scale)
     layout = output_layout(picture, fmt)
-    return encode_samples(_samples(picture, layout.gray, layout.alpha, layout.bits), layout, fmt, picture,
-                          quality=quality, dpi_scale=dpi_scale)
+    return encode_samples(_samples(picture, layout, fmt), layout, fmt, picture, quality=quality, dpi_scale=dpi_scale)
 
 
 #: formats written band by band as rows finish (:func:`stream_writer`)
@@ -172,6 +171,32 @@ def output_layout(picture: Picture, fmt: str) -> Layout:
     )
 
 
+#: formats whose encoder (Pillow's) reads 8-bit L and RGBX samples in place, without a copy
+_IN_PLACE_FORMATS: Final = ("JPEG",)
+#: bytes per pixel an encoder holds of its own while it writes: libwebp's animation encoder,
+#: which Pillow's WEBP writer uses, keeps ARGB canvases and YUV pictures (5.8 measured at 24 MP)
+_ENCODER_BYTES: Final = {"WEBP": 7}
+
+
+def sample_channels(layout: Layout, fmt: str) -> int:
+    """Channels of the samples an output of ``layout`` is kept in until ``fmt``'s encoder
+    writes it: 4 for 8-bit RGB into JPEG (RGBX: the encoder then reads them in place),
+    else ``layout.channels`` (also for ``fmt`` "PIL", :func:`to_pil`)."""
+    rgbx = fmt != "PIL" and layout == Layout(gray=False, alpha=False, bits=8) and _format_name(fmt) in _IN_PLACE_FORMATS
+    return 4 if rgbx else layout.channels
+
+
+def held_bytes(layout: Layout, fmt: str) -> float:
+    """Bytes per output pixel an output of ``layout`` holds until ``fmt``'s encoder (or, for
+    ``fmt`` "PIL", :func:`to_pil`) has written it: its samples (:func:`sample_channels`),
+    Pillow's copy of them (4 bytes a pixel; 1 for L) where the encoder cannot read them in
+    place, and what the encoder holds of its own (WEBP)."""
+    own = sample_channels(layout, fmt) * layout.dtype.itemsize
+    name = fmt if fmt == "PIL" else _format_name(fmt)
+    in_place = name in _IN_PLACE_FORMATS and layout.bits == 8 and layout.channels in (1, 3)
+    return float(own + (0 if in_place else 1 if layout.channels == 1 else 4) + _ENCODER_BYTES.get(name, 0))
+
+
 def _metadata(picture: Picture, layout: Layout, width: int, height: int, dpi_scale: float):
     icc = picture.icc if _icc_fits(picture.icc, layout.gray) else None
     exif = _exif_for_output(picture.exif, width, height)
@@ -183,12 +208,15 @@ def encode_samples(
     samples: np.ndarray, layout: Layout, fmt: str, picture: Picture, *, quality: int | None = None,
     dpi_scale: float = 1.0,
 ) -> memoryview:
-    """(H, W, C) integer ``samples`` laid out per ``layout`` as the bytes of a ``fmt`` file,
-    with ``picture``'s metadata (see :func:`encode_bytes`, which this finishes)."""
+    """(H, W, C) integer ``samples`` laid out per ``layout`` (or 8-bit RGB as RGBX, see
+    :func:`sample_channels`) as the bytes of a ``fmt`` file, with ``picture``'s metadata (see
+    :func:`encode_bytes`, which this finishes)."""
     fmt = _format_name(fmt)
     height, width = samples.shape[:2]
     check_output(fmt, width, height, quality=quality, dpi_scale=dpi_scale)
     icc, exif, dpi, xmp = _metadata(picture, layout, width, height, dpi_scale)
+    if samples.shape[2] != layout.channels and fmt not in _IN_PLACE_FORMATS:
+        samples = samples[..., : layout.channels]  # RGBX: our writers take RGB
     buf = io.BytesIO()
     try:
         if fmt == "TIFF":
@@ -199,7 +227,7 @@ def encode_samples(
             blob = None if exif is None else exif.tobytes()
             buf.write(write_heif(samples, icc, blob, xmp, HEIF_QUALITY if quality is None else quality))
         else:
-            _write_pillow(buf, samples, fmt, icc, exif, dpi, quality, xmp)
+            _write_pillow(buf, samples, layout, fmt, icc, exif, dpi, quality, xmp)
     except OutputError:
         raise
     except (OSError, ValueError, RuntimeError, struct.error, zlib.error) as exc:
@@ -260,14 +288,15 @@ def _format_name(fmt: str) -> str:
     return name
 
 
-def _samples(picture: Picture, gray: bool, keep_alpha: bool, bits: int) -> np.ndarray:
-    """(H, W, C) integer samples: C is 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA)."""
+def _samples(picture: Picture, layout: Layout, fmt: str) -> np.ndarray:
+    """(H, W, C) integer samples of ``picture`` laid out for ``fmt``'s encoder (see
+    :func:`sample_channels`): C is 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA, or RGBX)."""
     rgb = picture.float_rgb()
-    color = luma(rgb) if gray else rgb
-    planes = [quantize(color, bits)]
-    if keep_alpha and picture.alpha is not None:
-        planes.append(quantize(picture.alpha, bits)[..., None])
-    return np.concatenate(planes, axis=2) if len(planes) > 1 else planes[0]
+    out = np.zeros((*rgb.shape[:2], sample_channels(layout, fmt)), dtype=layout.dtype)
+    quantize(luma(rgb) if layout.gray else rgb, layout.bits, out[..., : layout.color_channels])
+    if layout.alpha:
+        quantize(picture.alpha, layout.bits, out[..., -1])
+    return out
 
 
 def _icc_fits(icc: bytes | None, gray: bool) -> bool:
@@ -302,9 +331,28 @@ def _exif_for_output(exif: bytes | None, width: int, height: int) -> Image.Exif 
 _PILLOW_MODES: Final = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
 
+def _pillow_image(samples: np.ndarray, layout: Layout, fmt: str) -> Image.Image:
+    """A Pillow image of (H, W, C) 8-bit ``samples`` laid out per ``layout`` (4 channels
+    without alpha: RGBX, see :func:`sample_channels`). For JPEG, L and RGBX share the
+    samples' memory; else Pillow copies them (RGBX without its padding)."""
+    height, width, channels = samples.shape
+    rgbx = channels == 4 and not layout.alpha
+    if fmt in _IN_PLACE_FORMATS and (channels == 1 or rgbx) and samples.flags.c_contiguous:
+        mode = "L" if channels == 1 else "RGBX"
+        return Image.frombuffer(mode, (width, height), samples, "raw", mode, 0, 1)
+    if rgbx:
+        samples = samples[..., :3]
+    mode = _PILLOW_MODES[samples.shape[2]]
+    im = Image.fromarray(samples[..., 0] if mode == "L" else samples)
+    if im.mode != mode:  # guards Pillow's mode inference from (H, W, C) uint8
+        im = im.convert(mode)
+    return im
+
+
 def _write_pillow(
     buf: BinaryIO,
     samples: np.ndarray,
+    layout: Layout,
     fmt: str,
     icc: bytes | None,
     exif: Image.Exif | None,
@@ -312,10 +360,7 @@ def _write_pillow(
     quality: int | None,
     xmp: bytes | None,
 ) -> None:
-    mode = _PILLOW_MODES[samples.shape[2]]
-    im = Image.fromarray(samples[..., 0] if mode == "L" else samples)
-    if im.mode != mode:  # guards Pillow's mode inference from (H, W, C) uint8
-        im = im.convert(mode)
+    im = _pillow_image(samples, layout, fmt)
     params: dict[str, object] = {}
     if icc and fmt in ("JPEG", "WEBP", "AVIF"):
         params["icc_profile"] = icc

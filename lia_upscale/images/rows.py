@@ -95,15 +95,18 @@ def _color(layout: Layout, block: np.ndarray) -> np.ndarray:
 
 
 class SampleStore:
-    """The whole output as integer samples: (H, W, ``layout.channels``) of ``layout.dtype``.
+    """The whole output as integer samples: (H, W, ``channels``) of ``layout.dtype``, in
+    memory of its own outside the malloc heap (given back whole when the store goes).
 
-    :meth:`put` quantises finished RGB pixels into the colour channels; an
-    :class:`AlphaPlane` on ``samples[..., -1]`` fills the alpha channel (opaque until then).
+    ``channels``: ``layout.channels`` (the default) or, for 8-bit RGB, 4 (RGBX: an encoder
+    that reads the samples in place; the padding stays 0). :meth:`put` quantises finished
+    RGB pixels into the colour channels; an :class:`AlphaPlane` on ``samples[..., -1]``
+    fills the alpha channel (opaque until then).
     """
 
-    def __init__(self, height: int, width: int, layout: Layout) -> None:
+    def __init__(self, height: int, width: int, layout: Layout, channels: int | None = None) -> None:
         self.layout = layout
-        self.samples = np.zeros((height, width, layout.channels), dtype=layout.dtype)
+        self.samples = _mapped((height, width, channels or layout.channels), layout.dtype)
         if layout.alpha:
             self.samples[..., -1] = np.iinfo(layout.dtype).max
 

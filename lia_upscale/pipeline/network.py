@@ -118,11 +118,12 @@ def alpha_into(engine: Engine, use_tta: bool, picture: images.Picture, plane: np
                   on_tile, tile)
 
 
-def into_samples(engine: Engine, use_tta: bool, picture: images.Picture, layout: images.Layout,
+def into_samples(engine: Engine, use_tta: bool, picture: images.Picture, layout: images.Layout, fmt: str,
                  on_tile: OnTile, tile: Tiling) -> images.SampleStore:
-    """The upscaled ``picture`` as integer samples laid out per ``layout``, quantised band by band."""
+    """The upscaled ``picture`` as integer samples laid out per ``layout`` for ``fmt``'s
+    encoder (:func:`~lia_upscale.images.sample_channels`), quantised band by band."""
     s = engine.scale
-    store = images.SampleStore(picture.height * s, picture.width * s, layout)
+    store = images.SampleStore(picture.height * s, picture.width * s, layout, images.sample_channels(layout, fmt))
     if layout.alpha:
         alpha_into(engine, use_tta, picture, store.samples[..., -1], layout.bits, on_tile, tile)
     _network_into(engine, use_tta, picture.rgb, store, on_tile, tile)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import images
-from ..engine.budget import Tiling, kept_bytes
+from ..engine.budget import Tiling
 from ..errors import LiaError, byte_count
 from .spec import OutputSpec
 
@@ -93,13 +93,14 @@ def plan_image(upscaler, picture: images.Picture, spec: OutputSpec, *, named: Pa
             images.check_output(fmt, size[1], size[0], quality=spec.quality, dpi_scale=size[0] / h)
     except LiaError as exc:
         return ImagePlan(**base, tile=0, batch_pixels=None, shrunk=False, need=0, held=0, refusal=exc)
+    encoded = 0.0 if streamed else images.held_bytes(layout, fmt)  # a pixel's bytes until written
     if whole_float:
         kept, after = memory.whole_float_bytes((h, w), size, alpha=picture.alpha is not None,
-                                               tta=upscaler.tta, out_layout=layout)
+                                               tta=upscaler.tta, held=encoded)
         held = after
     else:
-        kept = kept_bytes(layout, streamed) + (24 if upscaler.tta else 0)  # TTA: accumulator and one pass
-        after, held = 0, int(kept_bytes(layout, streamed) * size[0] * size[1])
+        kept = encoded + (24 if upscaler.tta else 0)  # TTA: accumulator and one pass
+        after, held = 0, int(encoded * size[0] * size[1])
     found = memory.tiling_for((h, w), kept, budget, after)
     if found is None:
         need = memory.least_bytes((h, w), kept, after)

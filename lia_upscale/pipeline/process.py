@@ -108,7 +108,7 @@ def _samples(upscaler, picture: images.Picture, plan: ImagePlan, spec: OutputSpe
              on_tile: OnTile) -> Finish:
     """Integer samples quantised band by band, then encoded whole (or made a PIL image)."""
     s = upscaler.engine.scale
-    store = net.into_samples(upscaler.engine, upscaler.tta, picture, plan.layout, on_tile, plan.tiling)
+    store = net.into_samples(upscaler.engine, upscaler.tta, picture, plan.layout, plan.fmt, on_tile, plan.tiling)
     if plan.fmt == PIL:
         return Finish(lambda: images.to_pil(store.samples, plan.layout, picture, dpi_scale=s))
     return Finish(lambda: _emit(destination, encode_samples(store.samples, plan.layout, plan.fmt, picture,

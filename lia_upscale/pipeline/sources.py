@@ -62,9 +62,9 @@ def _check_header(upscaler, source: Path | bytes, budget: int) -> None:
     size = images.header_size(source)
     if size[0] and size[1]:
         memory = upscaler.engine.memory
-        # the least an output holds until written: nothing beyond bands (streamed) or gray
-        # samples with Pillow's copy (2 bytes a pixel); see kept_bytes
-        need = min(memory.least_bytes(size, kept) for kept in (0.0, 2.0))
+        # the least an output holds until written: nothing beyond bands (a streamed file), or
+        # 1 byte a pixel (gray samples the JPEG encoder reads in place); see images.held_bytes
+        need = min(memory.least_bytes(size, kept) for kept in (0.0, 1.0))
         if need > budget:
             s = upscaler.engine.scale
             raise over_budget(size, (size[0] * s, size[1] * s), s, need, budget)
