@@ -3,13 +3,12 @@
 PyTorch's CPU tensors come from ``malloc``. glibc serves every block above its mmap
 threshold (at most 32 MiB) with a fresh ``mmap`` and unmaps it on ``free``, so each
 full-resolution intermediate of the network (64 channels of a 512x512 tile: 64 MiB) is
-faulted in page by page, every time. Measured on a 512x512 base x4 forward on one core of
-a virtualised AVX-512 machine: 917,000 minor page faults and about half of the time.
+faulted in page by page, every time.
 
 :func:`reuse_freed_memory` turns ``mmap`` and heap trimming off for the duration, so freed
 blocks are reused from the heap, and gives the freed memory back to the system
-(``malloc_trim``) when the outermost use ends. The price is fragmentation: the peak
-resident memory of a tiled 6 MP base x4 run grows from 2.0 to 3.6 GB (1.26x faster).
+(``malloc_trim``) when the outermost use ends. The price is fragmentation, so the engine
+uses it only where its memory estimate allows (docs/engine.md has the measurements).
 ``LIA_UPSCALE_REUSE_MEMORY=0`` in the environment turns it off; on other C libraries it
 does nothing.
 """

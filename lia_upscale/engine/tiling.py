@@ -15,30 +15,10 @@ average of the tiles, no normalisation buffer is needed, and where tiles agree (
 shift-equivariant fake model, or pixels away from any band) the output equals them bit
 for bit.
 
-Choosing the context (measured with the official PlainUSR checkpoints, float32 on the
-CPU, ``fn`` passing each tile's ``Placement``): PSNR (dB) and largest difference (of 255)
-between tiled and whole-image output, both clamped and rounded to 8 bits, worst over
-Set14 images 001/003/005/013 and a 396x396 crop of a Sceaux photo, for tiles of 64 / 128
-/ 256 input pixels. The 1-level floor is float rounding (a whole-image tile with
-placements already differs from the plain forward by ~1e-7), not tiling::
-
-    ckpt  context 12             context 24             context 36             context 48
-    x2    57.2/12 62.8/5 66.2/7  64.9/2 70.8/1 77.9/1   72.1/1 77.4/1 84.4/1   79.0/1 85.4/1 91.0/1
-    L x2  57.2/6  63.0/9 67.9/6  64.4/2 71.5/1 77.2/1   71.6/1 78.2/1 82.3/1   78.7/1 83.2/1 90.7/1
-    M x2  59.3/9  65.0/6 69.1/3  68.5/1 74.1/1 79.1/1   77.4/1 82.8/1 86.9/1   85.5/1 90.6/1 94.5/1
-    S x2  61.5/3  65.8/5 71.1/3  71.4/1 76.9/1 82.8/1   81.8/1 85.0/1 91.1/1   89.5/1 93.7/1 97.9/1
-    x4    57.1/8  61.2/9 74.2/1  66.2/1 69.4/1 82.4/1   74.1/1 77.5/1 88.8/1   82.7/1 84.9/1 95.0/1
-    L x4  59.4/5  61.7/5 75.1/1  67.4/1 73.0/1 84.4/1   75.0/1 79.3/1 91.1/1   84.2/1 89.7/1 98.0/1
-    M x4  60.1/5  63.1/5 75.2/2  70.0/1 74.4/1 84.6/1   77.9/1 83.2/1 92.2/1   89.5/1 90.9/1 96.0/1
-    S x4  62.8/3  66.7/2 76.6/1  73.3/1 77.7/1 86.3/1   82.2/1 88.4/1 94.4/1   91.6/1 95.4/1 95.4/1
-    U, T  worst 89.7/1           93.4/1; inf/0 at 128+  93.4/1; inf/0 at 128+  93.4/1; inf/0 at 128+
-
-On all fourteen Set14 images at tile 64, context 24 reaches 3 (base x2) and 4 (L x2)
-levels and context 36 still 2 levels (L x2: a float error of 2.007/255 before rounding);
-context 48 stays below 0.37/255 before rounding (L x2 and base x2). Hence
-:data:`DEFAULT_CONTEXT` = 48, the smallest measured context that meets PSNR >= 60 dB and
-no pixel off by more than 2/255 for every official checkpoint with margin; the price is
-(512 + 96)^2 / 512^2 = 1.41x the pixels of 512-pixel cores (1.30x at 36).
+:data:`DEFAULT_CONTEXT` = 48 is the smallest context whose tiled output stays within
+PSNR >= 60 dB and 2/255 of the whole-image output for every official checkpoint, with
+margin (the measurements: docs/tiling.md); it costs (512 + 96)^2 / 512^2 = 1.41x the pixels
+of 512-pixel cores.
 """
 
 from __future__ import annotations
