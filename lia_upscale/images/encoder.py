@@ -173,9 +173,11 @@ def output_layout(picture: Picture, fmt: str) -> Layout:
 
 #: formats whose encoder (Pillow's) reads 8-bit L and RGBX samples in place, without a copy
 _IN_PLACE_FORMATS: Final = ("JPEG",)
-#: bytes per pixel an encoder holds of its own while it writes: libwebp's animation encoder,
-#: which Pillow's WEBP writer uses, keeps ARGB canvases and YUV pictures (5.8 measured at 24 MP)
-_ENCODER_BYTES: Final = {"WEBP": 7}
+#: bytes per pixel an encoder holds of its own while it writes 8-bit RGB, beyond Pillow's copy
+#: (measured at 6, 24 and 48 MP, rounded up): libwebp's animation encoder, which Pillow's
+#: WEBP writer uses, keeps ARGB canvases and YUV pictures (5.9); libavif's AV1 encoder (21.6)
+#: and libheif's HEVC encoder (18.1) their frames
+_ENCODER_BYTES: Final = {"WEBP": 7, "AVIF": 24, "HEIF": 20}
 
 
 def sample_channels(layout: Layout, fmt: str) -> int:
@@ -190,7 +192,7 @@ def held_bytes(layout: Layout, fmt: str) -> float:
     """Bytes per output pixel an output of ``layout`` holds until ``fmt``'s encoder (or, for
     ``fmt`` "PIL", :func:`to_pil`) has written it: its samples (:func:`sample_channels`),
     Pillow's copy of them (4 bytes a pixel; 1 for L) where the encoder cannot read them in
-    place, and what the encoder holds of its own (WEBP)."""
+    place, and what the encoder holds of its own (WEBP, AVIF, HEIF)."""
     own = sample_channels(layout, fmt) * layout.dtype.itemsize
     name = fmt if fmt == "PIL" else _format_name(fmt)
     in_place = name in _IN_PLACE_FORMATS and layout.bits == 8 and layout.channels in (1, 3)
