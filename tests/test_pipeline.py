@@ -330,6 +330,26 @@ def test_api_keeps_a_file_that_appeared_unless_told(photo: Path, tmp_path: Path,
     assert Image.open(dst).size == (256, 192)
 
 
+@pytest.mark.parametrize("fmt", ["png", "jpg"])  # written band by band, encoded whole
+def test_an_output_whose_folder_is_a_file_fails_at_every_door(photo: Path, tmp_path: Path, small: Upscaler,
+                                                              fmt: str) -> None:
+    """A file where the output's folder should be is a failure, not "skipped": nothing appeared
+    at the destination (it cannot exist), so the job fails with a clear line and exit 1."""
+    blocker = tmp_path / "f"
+    blocker.write_bytes(b"theirs")
+    dst = blocker / f"o.{fmt}"
+    result = _cli(str(photo), str(dst), "--model", SMALL)
+    assert result.exit_code == 1, result.output
+    assert f"cannot write {dst}: Not a directory" in result.stderr
+    with pytest.raises(OutputError, match="Not a directory") as caught:
+        small.upscale_file(photo, dst)
+    assert not isinstance(caught.value, OutputExistsError)
+    worker = FileUpscaler({"model": SMALL, "device": "cpu"}, 1, OutputSpec())
+    row = worker.one(str(photo), str(dst), fmt.upper())
+    assert row["status"] == "failed" and "Not a directory" in row["error"], row
+    assert blocker.read_bytes() == b"theirs" and sorted(p.name for p in tmp_path.iterdir()) == ["f", "in"]
+
+
 # the engine shared by lanes -------------------------------------------------------------------
 
 def test_two_threads_share_an_engine(small: Upscaler) -> None:
