@@ -198,6 +198,20 @@ def test_what_an_encoder_holds_is_counted(fmt: str, channels: int) -> None:
         assert int(grown) < pixels, grown  # under a quarter of Pillow's copy
 
 
+def test_a_bmp_file_is_counted_until_it_is_written() -> None:
+    """BMP is not compressed: its file (a byte a sample) is built in memory beside the samples
+    and Pillow's copy until it is written, so what an output holds (images.held_bytes, what
+    plans count) includes it: 72 MB for 24 MP."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _IN_PLACE, "BMP"], capture_output=True, text=True, check=True)
+    kept, grown, size, same, held = out.stdout.split()
+    pixels = 4000 * 6000
+    assert int(kept) == 3 and same == "True" and int(size) >= 3 * pixels
+    assert int(grown) <= (float(held) - int(kept)) * pixels + (8 << 20), (grown, held)
+
+
 def test_two_lanes_share_the_budget(tmp_path: Path, small: Upscaler, monkeypatch) -> None:
     """--max-memory is the whole batch's: with two lanes each plans within half of it."""
     from lia_upscale.batch import run as batch

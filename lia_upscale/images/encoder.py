@@ -176,6 +176,8 @@ _IN_PLACE_FORMATS: Final = ("JPEG",)
 #: bytes per pixel an encoder holds of its own while it writes: libwebp's animation encoder,
 #: which Pillow's WEBP writer uses, keeps ARGB canvases and YUV pictures (5.8 measured at 24 MP)
 _ENCODER_BYTES: Final = {"WEBP": 7}
+#: formats whose file is not compressed: built in memory (a byte a sample) until it is written
+_UNCOMPRESSED_FORMATS: Final = ("BMP",)
 
 
 def sample_channels(layout: Layout, fmt: str) -> int:
@@ -190,11 +192,12 @@ def held_bytes(layout: Layout, fmt: str) -> float:
     """Bytes per output pixel an output of ``layout`` holds until ``fmt``'s encoder (or, for
     ``fmt`` "PIL", :func:`to_pil`) has written it: its samples (:func:`sample_channels`),
     Pillow's copy of them (4 bytes a pixel; 1 for L) where the encoder cannot read them in
-    place, and what the encoder holds of its own (WEBP)."""
+    place, what the encoder holds of its own (WEBP), and an uncompressed file (BMP)."""
     own = sample_channels(layout, fmt) * layout.dtype.itemsize
     name = fmt if fmt == "PIL" else _format_name(fmt)
     in_place = name in _IN_PLACE_FORMATS and layout.bits == 8 and layout.channels in (1, 3)
-    return float(own + (0 if in_place else 1 if layout.channels == 1 else 4) + _ENCODER_BYTES.get(name, 0))
+    file = layout.color_channels if name in _UNCOMPRESSED_FORMATS else 0
+    return float(own + (0 if in_place else 1 if layout.channels == 1 else 4) + _ENCODER_BYTES.get(name, 0) + file)
 
 
 def _metadata(picture: Picture, layout: Layout, width: int, height: int, dpi_scale: float):
