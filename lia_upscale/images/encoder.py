@@ -256,9 +256,11 @@ def pil_layout(picture: Picture) -> Layout:
 
 
 def to_pil(samples: np.ndarray, layout: Layout, picture: Picture, *, dpi_scale: float = 1.0) -> Image.Image:
-    """A PIL image of integer ``samples`` (laid out per ``layout``) with ``picture``'s ICC
-    profile, DPI (times ``dpi_scale``) and EXIF in ``info``, as Pillow reads a PNG."""
+    """A PIL image of integer ``samples`` (laid out per ``layout``, or 8-bit RGB as RGBX: the
+    padding is left out, never read as alpha) with ``picture``'s ICC profile, DPI (times
+    ``dpi_scale``) and EXIF in ``info``, as Pillow reads a PNG."""
     height, width = samples.shape[:2]
+    samples = samples[..., : layout.channels]
     if samples.shape[2] == 1:
         im = Image.fromarray(samples[..., 0])
     else:
