@@ -219,9 +219,9 @@ _ENCODER_PEAK = _IN_PLACE.replace("4000, 6000", "2000, 3000").replace(
 @pytest.mark.parametrize(("fmt", "bits"), [("AVIF", 8), ("HEIF", 8), ("HEIF", 16)])
 def test_what_avif_and_heif_encoders_hold_is_counted(fmt: str, bits: int) -> None:
     """libavif and libheif (with x265) hold YUV planes and frame buffers of their own while
-    they write: 20 to 50 bytes a pixel beside the samples, far over the 4 once counted (a
-    12-MP photo at x4 to HEIC held 4 GB over --max-memory's plan). images.held_bytes counts
-    them; 6 MP here, 32 MB for the codecs' fixed start-up."""
+    they write: 19 to 50 bytes a pixel beside the samples for these layouts, far over the 4
+    once counted (a 12-MP photo at x4 to an 8-bit HEIC held 2.9 GB over --max-memory's plan).
+    images.held_bytes counts them; 6 MP here, 32 MB for the codecs' fixed start-up."""
     import subprocess
     import sys
 
