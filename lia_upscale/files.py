@@ -209,14 +209,19 @@ class StagedFile:
     can come later, e.g. from the thread that reports it.
 
     ``fp`` is a binary file open for reading and writing (a writer may patch what it wrote).
-    Raises :class:`NotRegularFileError` when ``path`` exists and is not a regular file.
+    Raises :class:`NotRegularFileError` when ``path`` exists and is not a regular file, and
+    NotADirectoryError (never FileExistsError, which means the target itself) when a file
+    stands where its folder should be.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         #: whether ``path`` was a regular file when the write began (see :meth:`commit`)
         self.existed = check_writable_target(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # a file where the folder should be: not the target appearing
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), os.fspath(self.path.parent)) from None
         mode = _mode_for(self.path)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=_temp_prefix(self.path.name), suffix=_SUFFIX)
         self._tmp = Path(tmp)

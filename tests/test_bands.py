@@ -206,6 +206,25 @@ def test_sample_store_quantises_like_the_encoder():
     assert data == bytes(images.encoder.encode_bytes(picture, "PNG"))
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "TIFF", "PIL"])
+def test_rgbx_samples_are_never_read_as_alpha(fmt):
+    """A store kept as RGBX (the JPEG layout, padding 0) gives every consumer its RGB: the
+    file RGB samples give, and a PIL image of mode RGB (the padding read as alpha would be a
+    fully transparent image)."""
+    picture = _float_picture(9, 11)
+    layout = images.output_layout(picture, "JPEG")
+    store = SampleStore(9, 11, layout, images.sample_channels(layout, "JPEG"))
+    store.put(0, 0, picture.rgb)
+    rgb = np.ascontiguousarray(store.samples[..., :3])
+    assert store.samples.shape[2] == 4 and not store.samples[..., 3].any()
+    if fmt == "PIL":
+        im = images.to_pil(store.samples, layout, picture)
+        assert im.mode == "RGB" and np.array_equal(np.asarray(im), rgb)
+    else:
+        encode = images.encoder.encode_samples
+        assert bytes(encode(store.samples, layout, fmt, picture)) == bytes(encode(rgb, layout, fmt, picture))
+
+
 @pytest.mark.parametrize("bits", [8, 16])
 def test_samples_made_on_the_device_equal_the_hosts_quantisation(bits, monkeypatch):
     """Engine-side quantisation (all threads, or the GPU) is numpy's, bit for bit: halves

@@ -95,6 +95,18 @@ def test_a_file_that_appeared_after_the_write_began_is_kept(tmp_path, overwrite)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
 
 
+@pytest.mark.parametrize("overwrite", [True, False, None])
+def test_a_file_in_place_of_the_folder_is_not_an_existing_target(tmp_path, overwrite):
+    """FileExistsError means the target itself exists (every writer reads it so: "skipped",
+    "exists; not replaced without --overwrite"); a file where the target's folder should be
+    is NotADirectoryError instead, overwrite or not, and it stays as it is."""
+    blocker = tmp_path / "f"
+    blocker.write_bytes(b"theirs")
+    with pytest.raises(NotADirectoryError):
+        atomic_write(blocker / "x.png", lambda fp: fp.write(b"ours"), overwrite=overwrite)
+    assert blocker.read_bytes() == b"theirs" and [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
 def test_overwrite_true_replaces_and_false_refuses_an_existing_file(tmp_path):
     target = tmp_path / "out.png"
     target.write_bytes(b"old")

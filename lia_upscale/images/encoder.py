@@ -173,11 +173,18 @@ def output_layout(picture: Picture, fmt: str) -> Layout:
 
 #: formats whose encoder (Pillow's) reads 8-bit L and RGBX samples in place, without a copy
 _IN_PLACE_FORMATS: Final = ("JPEG",)
-#: bytes per pixel an encoder holds of its own while it writes 8-bit RGB, beyond Pillow's copy
-#: (measured at 6, 24 and 48 MP, rounded up): libwebp's animation encoder, which Pillow's
-#: WEBP writer uses, keeps ARGB canvases and YUV pictures (5.9); libavif's AV1 encoder (21.6)
-#: and libheif's HEVC encoder (18.1) their frames
-_ENCODER_BYTES: Final = {"WEBP": 7, "AVIF": 24, "HEIF": 20}
+#: bytes per pixel an encoder holds of its own while it writes: libwebp's animation encoder,
+#: which Pillow's WEBP writer uses, keeps ARGB canvases and YUV pictures (5.8 measured at 24 MP);
+#: libavif, Pillow's AVIF writer, YUV planes and aom's frame buffers (19.7 measured from 1.5
+#: to 12 MP, 20.4-21.6 from 6 to 48 MP)
+_ENCODER_BYTES: Final = {"WEBP": 7, "AVIF": 22}
+#: bytes per pixel the HEIF writer holds beside the samples (pillow-heif's copy, libheif's
+#: planes, x265's frame buffers; an alpha plane is a second image), by (gray, alpha, bits):
+#: measured from 1.5 to 12 MP (11.2, 22.7, 19.1, 49.3, 32.3 and 76.0), rounded up
+_HEIF_BYTES: Final = {(True, False, 8): 12, (True, False, 16): 23, (False, False, 8): 20,
+                      (False, False, 16): 50, (False, True, 8): 33, (False, True, 16): 76}
+#: formats whose file is not compressed: built in memory (a byte a sample) until it is written
+_UNCOMPRESSED_FORMATS: Final = ("BMP",)
 
 
 def sample_channels(layout: Layout, fmt: str) -> int:
@@ -192,11 +199,16 @@ def held_bytes(layout: Layout, fmt: str) -> float:
     """Bytes per output pixel an output of ``layout`` holds until ``fmt``'s encoder (or, for
     ``fmt`` "PIL", :func:`to_pil`) has written it: its samples (:func:`sample_channels`),
     Pillow's copy of them (4 bytes a pixel; 1 for L) where the encoder cannot read them in
-    place, and what the encoder holds of its own (WEBP, AVIF, HEIF)."""
+    place, what the encoder holds of its own (WEBP, AVIF; HEIF: all it holds beside the
+    samples), and an uncompressed file (BMP)."""
     own = sample_channels(layout, fmt) * layout.dtype.itemsize
     name = fmt if fmt == "PIL" else _format_name(fmt)
+    if name == "HEIF":  # gray with alpha, not measured, as RGBA
+        key = (layout.gray and not layout.alpha, layout.alpha, layout.bits)
+        return float(own + _HEIF_BYTES[key])
     in_place = name in _IN_PLACE_FORMATS and layout.bits == 8 and layout.channels in (1, 3)
-    return float(own + (0 if in_place else 1 if layout.channels == 1 else 4) + _ENCODER_BYTES.get(name, 0))
+    file = layout.color_channels if name in _UNCOMPRESSED_FORMATS else 0
+    return float(own + (0 if in_place else 1 if layout.channels == 1 else 4) + _ENCODER_BYTES.get(name, 0) + file)
 
 
 def _metadata(picture: Picture, layout: Layout, width: int, height: int, dpi_scale: float):
@@ -245,9 +257,11 @@ def pil_layout(picture: Picture) -> Layout:
 
 
 def to_pil(samples: np.ndarray, layout: Layout, picture: Picture, *, dpi_scale: float = 1.0) -> Image.Image:
-    """A PIL image of integer ``samples`` (laid out per ``layout``) with ``picture``'s ICC
-    profile, DPI (times ``dpi_scale``) and EXIF in ``info``, as Pillow reads a PNG."""
+    """A PIL image of integer ``samples`` (laid out per ``layout``, or 8-bit RGB as RGBX: the
+    padding is left out, never read as alpha) with ``picture``'s ICC profile, DPI (times
+    ``dpi_scale``) and EXIF in ``info``, as Pillow reads a PNG."""
     height, width = samples.shape[:2]
+    samples = samples[..., : layout.channels]
     if samples.shape[2] == 1:
         im = Image.fromarray(samples[..., 0])
     else:
