@@ -233,6 +233,21 @@ def test_what_avif_and_heif_encoders_hold_is_counted(fmt: str, bits: int) -> Non
     assert int(grown) <= (float(held) - own) * 2000 * 3000 + (32 << 20), (grown, held)
 
 
+def test_a_whole_sixteen_bit_png_counts_its_big_endian_copy() -> None:
+    """A PNG written whole (to a stream, or after --outscale) holds its samples, the file, and
+    for 16 bits the big-endian copy the writer makes (144 MB at 24 MP), which a plan counts;
+    the row filter's scratch stays small (blocks of 256 KiB of rows)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _IN_PLACE, "PNG", "4000", "6000", "16"], capture_output=True,
+                         text=True, check=True)
+    kept, grown, size, same, held = out.stdout.split()
+    pixels, own = 4000 * 6000, 6
+    assert same == "True" and int(grown) > pixels * own  # the copy is there
+    assert int(grown) <= (float(held) - own) * pixels + (16 << 20), (grown, held)
+
+
 def test_two_lanes_share_the_budget(tmp_path: Path, small: Upscaler, monkeypatch) -> None:
     """--max-memory is the whole batch's: with two lanes each plans within half of it."""
     from lia_upscale.batch import run as batch

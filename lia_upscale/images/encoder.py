@@ -200,12 +200,16 @@ def held_bytes(layout: Layout, fmt: str) -> float:
     ``fmt`` "PIL", :func:`to_pil`) has written it: its samples (:func:`sample_channels`),
     Pillow's copy of them (4 bytes a pixel; 1 for L) where the encoder cannot read them in
     place, what the encoder holds of its own (WEBP, AVIF; HEIF: all it holds beside the
-    samples), and an uncompressed file (BMP)."""
+    samples), and the file itself where it can be as large as the samples (BMP, and PNG and
+    TIFF written whole, with PNG's big-endian copy of 16-bit samples)."""
     own = sample_channels(layout, fmt) * layout.dtype.itemsize
     name = fmt if fmt == "PIL" else _format_name(fmt)
     if name == "HEIF":  # gray with alpha, not measured, as RGBA
         key = (layout.gray and not layout.alpha, layout.alpha, layout.bits)
         return float(own + _HEIF_BYTES[key])
+    if name in ("PNG", "TIFF"):  # our writers: no Pillow copy; the file (a photo's samples deflate
+        # to little less) until it is written, and for PNG the big-endian copy of 16-bit samples
+        return float(own * (2 + int(name == "PNG" and layout.bits == 16)))
     in_place = name in _IN_PLACE_FORMATS and layout.bits == 8 and layout.channels in (1, 3)
     file = layout.color_channels if name in _UNCOMPRESSED_FORMATS else 0
     return float(own + (0 if in_place else 1 if layout.channels == 1 else 4) + _ENCODER_BYTES.get(name, 0) + file)

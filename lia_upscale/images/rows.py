@@ -162,7 +162,7 @@ def png_filter_rows(raw: np.ndarray, bpp: int, previous: np.ndarray | None = Non
     block of rows at a time. ``previous``: the scanline above the first row (None: the
     first row of the image)."""
     height, stride = raw.shape
-    step = max(1, (1 << 21) // max(stride, 1))
+    step = max(1, (1 << 18) // max(stride, 1))  # 256 KiB of rows: the scratch below stays ~10 MB
     for start in range(0, height, step):
         stop = min(height, start + step)
         x = raw[start:stop].astype(np.int16)
