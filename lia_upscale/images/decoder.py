@@ -38,7 +38,7 @@ from PIL import (  # the plugins register the formats that Image.open(formats=..
 from lia_upscale.errors import ImageError
 
 from .heif import container_format, heif_size, missing_support, read_heif
-from .metadata import as_dpi, exif_for_output, exif_from_tiff, exif_orientation, header_exif, orient
+from .metadata import as_dpi, upright_exif_bytes, exif_from_tiff, exif_orientation, header_exif, orient
 from .picture import ORIENTATION_TAG, Picture, one_line, source_name
 from .pilmodes import readable_mode
 from .png16 import read_png16
@@ -142,7 +142,7 @@ def decode(source: str | Path | bytes | BinaryIO, *, samples: bool = False) -> P
         kind=kind,
         format=fmt,
         icc=icc,
-        exif=exif_for_output(exif),
+        exif=upright_exif_bytes(exif),
         dpi=dpi,
         xmp=as_xmp(xmp),
     )
@@ -189,7 +189,7 @@ def from_pil(image: Image.Image) -> Picture | None:
     if alpha is not None and kind in ("rgb", "gray"):
         kind = "rgba" if kind == "rgb" else "gray_alpha"
     return Picture(rgb=rgb, alpha=alpha, bit_depth=bit_depth, kind=kind, format="PNG", icc=icc,
-                   exif=exif_for_output(exif), dpi=as_dpi(image.info.get("dpi")), xmp=as_xmp(image.info.get("xmp")))
+                   exif=upright_exif_bytes(exif), dpi=as_dpi(image.info.get("dpi")), xmp=as_xmp(image.info.get("xmp")))
 
 
 def header_size(source: str | Path | bytes | bytearray | memoryview) -> tuple[int, int]:

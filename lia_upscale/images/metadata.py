@@ -12,7 +12,7 @@ from PIL import Image
 
 from .picture import EXIF_IFD_TAG, GPS_IFD_TAG, ORIENTATION_TAG, TIFF_DESCRIPTIVE_TAGS
 
-__all__ = ["header_exif", "exif_orientation", "orient", "as_dpi", "exif_from_tiff", "exif_for_output"]
+__all__ = ["header_exif", "exif_orientation", "orient", "as_dpi", "exif_from_tiff", "upright_exif_bytes"]
 
 
 def header_exif(im: Image.Image, data: bytes | None) -> Image.Exif | None:
@@ -72,8 +72,9 @@ def exif_from_tiff(exif: Image.Exif) -> Image.Exif | None:
     return exif if len(exif) else None
 
 
-def exif_for_output(exif: Image.Exif | None) -> bytes | None:
-    """The EXIF block to write with the oriented pixels (orientation 1); None if it cannot be written."""
+def upright_exif_bytes(exif: Image.Exif | None) -> bytes | None:
+    """The decoded picture's EXIF block, for pixels already turned upright (orientation 1); None
+    if it cannot be written."""
     if exif is None:
         return None
     try:
