@@ -198,6 +198,26 @@ def test_ray_batch_matches_local_worker_death_and_rerun(cluster, tmp_path, rando
     assert refused.exit_code == 2 and "no GPU" in refused.stderr
 
 
+def test_an_object_that_appears_while_the_image_is_made_is_kept(s3_env, tmp_path, random_weights):
+    """The worker's PUT keeps an object that appeared at its key after the driver listed the
+    bucket (reported skipped), unless the spec overwrites."""
+    from lia_upscale.raybatch.worker import FileUpscaler
+
+    boto3 = pytest.importorskip("boto3")
+    s3 = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    s3.create_bucket(Bucket="appeared")
+    _image(tmp_path / "a.png", 20, 24, seed=3)
+    s3.put_object(Bucket="appeared", Key="x2/a.png", Body=b"theirs")
+    args = {"weights": str(random_weights), "device": "cpu"}
+    row = FileUpscaler(args, 1, OutputSpec()).one(str(tmp_path / "a.png"), "s3://appeared/x2/a.png", "PNG")
+    assert row["status"] == "skipped" and "appeared while the image was made" in row["error"], row
+    assert s3.get_object(Bucket="appeared", Key="x2/a.png")["Body"].read() == b"theirs"
+    row = FileUpscaler(args, 1, OutputSpec(overwrite=True)).one(str(tmp_path / "a.png"), "s3://appeared/x2/a.png",
+                                                                "PNG")
+    assert row["status"] == "done", row
+    assert s3.get_object(Bucket="appeared", Key="x2/a.png")["Body"].read()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_s3_input_and_output(cluster, s3_env, tmp_path, random_weights):
     boto3 = pytest.importorskip("boto3")
     s3 = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name="us-east-1")

@@ -72,6 +72,17 @@ class FileUpscaler:
                 return
             buf = io.BytesIO()  # encoded whole, then one PUT: on an object store a rename is a copy
             process(self.upscaler, source, buf, spec)
-        fsys, path = filesystem(dst)
-        with fsys.open_output_stream(path) as fp:
-            fp.write(buf.getbuffer())
+        _put(dst, buf.getbuffer(), spec.overwrite)
+
+
+def _put(dst: str, data, overwrite: bool) -> None:
+    """Write ``data`` to the object ``dst``; unless ``overwrite``, an object that appeared there
+    while the image was made is kept (OutputExistsError). The check comes just before the PUT:
+    pyarrow offers object stores no write-if-absent, so only the moment between the two is open."""
+    from pyarrow import fs
+
+    fsys, path = filesystem(dst)
+    if not overwrite and fsys.get_file_info(path).type != fs.FileType.NotFound:
+        raise OutputExistsError(f"{dst} exists (it appeared while the image was made); kept")
+    with fsys.open_output_stream(path) as fp:
+        fp.write(data)
