@@ -103,10 +103,12 @@ def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
         if not stat.S_ISREG(mode):
             raise NotRegularFileError.at(path, mode, "not a regular file")
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-        return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+    # outside the try: once fdopen has the descriptor it closes it itself if it fails (an
+    # interrupt inside it), and a second close could hit a number another thread reopened
+    return os.fdopen(fd, "rb")
 
 
 def _umask() -> int:
@@ -226,13 +228,16 @@ class StagedFile:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=_temp_prefix(self.path.name), suffix=_SUFFIX)
         self._tmp = Path(tmp)
         _live[self._tmp] = self.path
+        closes: Callable[[], object] = lambda: os.close(fd)
         try:
             _mark_ours(fd)
+            closes = lambda: None  # noqa: E731 - from here fdopen closes the descriptor if it fails
             self.fp: BinaryIO = os.fdopen(fd, "w+b")
+            closes = self.fp.close  # and after it, the file does (never the number twice)
             if hasattr(os, "fchmod"):
                 os.fchmod(self.fp.fileno(), mode)  # mkstemp's 0600 would stick
         except BaseException:
-            os.close(fd)
+            closes()
             self._tmp.unlink(missing_ok=True)
             _live.pop(self._tmp, None)
             raise

@@ -193,3 +193,48 @@ def test_a_ray_address_where_something_else_listens_is_refused_within_30_s_or_at
     assert shown == [
         f"error: cannot join the Ray cluster at {address}: it answers, but no Ray cluster came up there within 20 s"]
     assert took < 30, took
+
+
+def test_ctrl_c_at_any_moment_of_start_up_exits_130(tmp_path, x2):
+    """SIGINT anywhere in start-up (imports, torch's C++ initialisation, the weights, a read
+    of stdin) ends the run with 130 and one line: an interrupt raised inside torch's import
+    aborted the process (exit 134, "terminate called ... KeyboardInterrupt") or was lost."""
+    seen = []
+    for i in range(10):
+        proc = subprocess.Popen([sys.executable, "-m", "lia_upscale", "-", str(tmp_path / "o.png"), "--weights",
+                                 str(x2), "-q"], cwd=tmp_path, env=_env(tmp_path / "home"),
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.25 * i)  # from the interpreter's start to the read of stdin, which never ends
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdin.close()
+        text = proc.stderr.read().decode()
+        seen.append((0.25 * i, proc.returncode, text))
+    # -2: the signal came before the interpreter set up its handler and killed it (a shell shows 130)
+    wrong = [s for s in seen if s[1] not in (130, -signal.SIGINT) or "Traceback" in s[2] or "terminate called" in s[2]]
+    assert not wrong, wrong
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_a_signal_held_back_during_an_import_is_raised_once_it_is_done(monkeypatch):
+    import importlib.machinery
+    import types
+
+    from lia_upscale.cli import app
+
+    fake = types.ModuleType("lia_fake_initialising")
+    fake.__spec__ = importlib.machinery.ModuleSpec("lia_fake_initialising", None)
+    fake.__spec__._initializing = True
+    monkeypatch.setitem(sys.modules, "lia_fake_initialising", fake)
+    previous = signal.signal(signal.SIGINT, app._stop)
+    try:
+        signal.raise_signal(signal.SIGINT)  # while a module initialises: held back, sent again later
+        fake.__spec__._initializing = False
+        with pytest.raises(KeyboardInterrupt):
+            time.sleep(2)  # the retry arrives, and now it raises
+    finally:
+        signal.signal(signal.SIGINT, previous)

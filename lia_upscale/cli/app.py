@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -23,8 +24,25 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that the same clean-up runs (temporary files, summary)."""
 
 
-def _terminate(signum, frame) -> None:
-    raise Terminated
+#: seconds after which a signal held back during an import is sent again
+_RETRY_S = 0.05
+
+
+def _importing() -> bool:
+    """Whether a module is being initialised now: torch's runs C++ that calls back into
+    Python, and an exception raised there aborts the process (exit 134) or is swallowed."""
+    return any(getattr(getattr(m, "__spec__", None), "_initializing", False) for m in list(sys.modules.values()))
+
+
+def _stop(signum, frame) -> None:
+    """Ctrl-C or SIGTERM: raise KeyboardInterrupt (Terminated for SIGTERM), or, while a module
+    is being imported, send the signal again a moment later, when it can be raised."""
+    if _importing():
+        retry = threading.Timer(_RETRY_S, os.kill, (os.getpid(), signum))
+        retry.daemon = True  # a run that ends meanwhile is not held up by it
+        retry.start()
+        return
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
 
 def interrupt_status(exc: BaseException) -> int:
@@ -46,7 +64,8 @@ class DefaultGroup(click.Group):
         """Run the command; Ctrl-C or SIGTERM at any moment ends it with one line and 130 or 143
         (click's own handling would print "Aborted!" and exit 1)."""
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _terminate)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, _stop)
         try:
             return super().invoke(ctx)
         except click.BadParameter as exc:  # an option's value: one line naming the option
