@@ -486,8 +486,10 @@ def test_embedded_photo_models_tile_within_two_levels_on_a_photo(scale):
 def test_memory_stays_bounded_on_a_camera_sized_image():
     """2832x2128 at x4 (96 MP out): peak memory is the float32 output plus one batch.
 
-    With one 600-pixel tile per batch the rest (the batch, its 2400-pixel output, the
-    blend weights) measured 0.16x the output's 1.08 GB; it does not grow with the image.
+    With one 608-pixel source per batch the rest (the batch, the fake network's upsampled
+    copies, its 2432-pixel output, the blend weights) measures 0.28-0.30x the output's
+    1.16 GB with VmHWM (an earlier 0.16 came from ru_maxrss, which a child inherits from its
+    parent); it is one batch's worth and does not grow with the image.
     """
     code = """
 import torch
@@ -505,4 +507,4 @@ print(extra / (out.numel() * 4) - 1)
 """
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    assert float(run.stdout) < 0.3, run.stdout
+    assert float(run.stdout) < 0.35, run.stdout
