@@ -228,18 +228,19 @@ class StagedFile:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=_temp_prefix(self.path.name), suffix=_SUFFIX)
         self._tmp = Path(tmp)
         _live[self._tmp] = self.path
-        closes: Callable[[], object] = lambda: os.close(fd)
-        try:
-            _mark_ours(fd)
-            closes = lambda: None  # noqa: E731 - from here fdopen closes the descriptor if it fails
+        try:  # the file owns the descriptor from here (fdopen closes it itself if it fails):
+            # never closed twice, which could hit a number another thread has reopened
             self.fp: BinaryIO = os.fdopen(fd, "w+b")
-            closes = self.fp.close  # and after it, the file does (never the number twice)
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            _live.pop(self._tmp, None)
+            raise
+        try:
+            _mark_ours(self.fp.fileno())
             if hasattr(os, "fchmod"):
                 os.fchmod(self.fp.fileno(), mode)  # mkstemp's 0600 would stick
         except BaseException:
-            closes()
-            self._tmp.unlink(missing_ok=True)
-            _live.pop(self._tmp, None)
+            self.discard()
             raise
         self._open = True
 
